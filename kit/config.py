@@ -1,0 +1,229 @@
+"""Typed configuration: competitions/<name>/config.yaml plus `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kit.errors import KitError
+
+COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/train.csv"  # relative to the competition folder unless absolute
+    test: str = "data/test.csv"
+    id: str = "id"
+    target: str = "target"
+
+
+@dataclass
+class FeaturesConfig:
+    code: str | None = None  # file in the competition folder defining engineer(df) -> df (row-wise, label-free)
+    raw_numeric: list[str] = field(default_factory=list)  # required input columns parsed as numbers
+    raw_text: list[str] = field(default_factory=list)  # required input columns kept as text
+    numeric: list[str] = field(default_factory=list)  # engineered columns: imputed, standardised
+    categorical: list[str] = field(default_factory=list)  # engineered columns: one-hot, vocabulary from the fold
+    impute_by: dict[str, str] = field(default_factory=dict)  # numeric column -> group column for median imputation
+    counts: dict[str, str] = field(default_factory=dict)  # new column -> key column whose frequency it counts
+
+
+@dataclass
+class CVConfig:
+    folds: int = 5
+    seed: int = 42
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64])
+    dropout: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    label_smoothing: float = 0.0
+    monitor: Literal["accuracy", "loss"] = "accuracy"
+    patience: int = 5  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smallest change of the monitored value that counts as improvement
+    seed: int = 42
+    num_workers: int = 0
+
+
+@dataclass
+class SubmissionConfig:
+    id_column: str = "id"
+    target_column: str = "target"
+    sort_by_id: bool = False  # False keeps the test file's order
+
+
+@dataclass
+class Config:
+    competition: str
+    task: Literal["tabular"]
+    classes: list[str]
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+
+    @property
+    def root(self) -> Path:
+        """The competition folder; relative paths in the config resolve against it."""
+        return COMPETITIONS_DIR / self.competition
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+
+def known_competitions() -> list[str]:
+    return sorted(p.parent.name for p in COMPETITIONS_DIR.glob("*/config.yaml"))
+
+
+def load_config(competition: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read competitions/<competition>/config.yaml and apply `key=value` overrides."""
+    path = COMPETITIONS_DIR / competition / "config.yaml"
+    if not path.is_file():
+        known = ", ".join(known_competitions()) or "none"
+        raise KitError(f"unknown competition {competition!r}; known competitions: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise KitError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise KitError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    raw.setdefault("competition", competition)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KitError(f"override {item!r} is not of the form key=value (e.g. cv.folds=10)")
+        _set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else "", item)
+    return build(Config, raw, where=str(path))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> Config:
+    return build(Config, data, where=where)
+
+
+def _set_path(raw: dict, key: str, value: Any, item: str) -> None:
+    parts = key.split(".")
+    target_cls: Any = Config
+    node = raw
+    for depth, part in enumerate(parts):
+        hints = typing.get_type_hints(target_cls)
+        if part not in hints:
+            prefix = ".".join(parts[:depth])
+            valid = ", ".join(f"{prefix}.{k}" if prefix else k for k in hints)
+            raise KitError(f"unknown config key {key!r} in --set {item!r}; valid keys here: {valid}")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        target_cls = hints[part]
+        if not dataclasses.is_dataclass(target_cls):
+            raise KitError(f"config key {'.'.join(parts[: depth + 1])!r} is a value, not a section, in --set {item!r}")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise KitError(f"config section {part!r} must be a mapping")
+
+
+def build(cls: Any, data: Any, where: str, prefix: str = "") -> Any:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and ill-typed values."""
+    if not isinstance(data, dict):
+        raise KitError(f"{where}: {prefix or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise KitError(f"{where}: unknown config key {name!r}; valid keys: {', '.join(hints)}")
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(value, hints[key], name, where)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        raise KitError(f"{where}: {prefix or 'config'}: {exc}") from None
+
+
+def _coerce(value: Any, tp: Any, name: str, where: str) -> Any:
+    def fail(expected: str) -> KitError:
+        return KitError(f"{where}: config key {name!r} has value {value!r}; expected {expected}")
+
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value if value is not None else {}, where, name)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, name, where)
+            except KitError:
+                continue
+        raise fail(" or ".join(_describe(a) for a in args))
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise fail(_describe(tp))
+        return [_coerce(v, args[0], f"{name}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise fail(_describe(tp))
+        return {_coerce(k, args[0], name, where): _coerce(v, args[1], f"{name}.{k}", where) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise fail("a string")
+        return str(value)
+    raise fail(_describe(tp))  # pragma: no cover - a type the config does not use
+
+
+def _describe(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

@@ -1,0 +1,127 @@
+"""Cross-validation: stratified folds, one training run per fold, out-of-fold predictions, the CV score."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedKFold
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from kit import atomic, plots, runs
+from kit.config import Config, to_dict
+from kit.ensemble import predict_proba
+from kit.errors import KitError
+from kit.tasks import Samples, Task, get_task
+from kit.trainer import fit
+
+log = logging.getLogger(__name__)
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_index, valid_index) pairs: disjoint validation parts covering every row once."""
+    if folds < 2:
+        raise KitError(f"cv.folds is {folds}; it must be at least 2")
+    counts = np.bincount(y)
+    smallest = int(counts[counts > 0].min()) if len(y) else 0
+    if smallest < folds:
+        raise KitError(
+            f"cv.folds={folds} needs at least {folds} samples of every class, but the smallest class has "
+            f"{smallest}; lower cv.folds"
+        )
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = runs.RUNS_DIR) -> Path:
+    """Train every fold, write checkpoints, oof.csv, metrics.json, logs and plots; return the run folder."""
+    task = get_task(config)
+    started = time.perf_counter()
+    train = task.load("train", data)
+    splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)
+    run_dir = runs.new_run(config, runs_dir)
+    log.info("run %s: %d training rows, %d folds", run_dir, len(train), len(splits))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    oof = np.zeros((len(train), len(config.classes)), dtype=np.float32)
+    fold_of = np.zeros(len(train), dtype=np.int64)
+    fold_rows, epoch_rows = [], []
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    for fold, (train_idx, valid_idx) in enumerate(tqdm(splits, desc="folds", unit="fold", disable=None)):
+        fold_start = time.perf_counter()
+        seed = config.train.seed + fold
+        seed_everything(seed)
+        part, valid = train.subset(train_idx), train.subset(valid_idx)
+        state = task.fit(part)
+        model = task.build_model(state).to(device)
+
+        def on_epoch(row: dict, fold: int = fold) -> None:
+            epoch_rows.append({"fold": fold, **row})
+            for key, value in row.items():
+                if key not in ("epoch", "best"):
+                    writer.add_scalar(f"fold{fold}/{key}", value, row["epoch"])
+
+        result = fit(model, task.dataset(part, state, train=True), task.dataset(valid, state, train=False),
+                     config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}")
+        model.cpu()
+        oof[valid_idx] = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()
+        fold_of[valid_idx] = fold
+        score = float((oof[valid_idx].argmax(1) == valid.y).mean())
+        meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                "score": score, "preprocessing": state}
+        runs.save_fold(run_dir, fold, model, meta)
+        fold_rows.append({"fold": fold, "accuracy": score, "best_epoch": result.best_epoch,
+                          "epochs_run": result.epochs_run, "train_rows": len(part), "valid_rows": len(valid),
+                          "seconds": round(time.perf_counter() - fold_start, 2)})
+        log.info("fold %d: accuracy %.4f (best epoch %d of %d)", fold, score, result.best_epoch, result.epochs_run)
+    writer.close()
+    summary = summarize(config, train, oof, fold_of, fold_rows, time.perf_counter() - started)
+    write_outputs(run_dir, config, train, oof, fold_of, summary, epoch_rows)
+    log.info("CV accuracy %.4f ± %.4f over %d folds; OOF accuracy %.4f  (%s)",
+             summary["cv"]["mean"], summary["cv"]["std"], len(splits), summary["cv"]["oof"], run_dir)
+    return run_dir
+
+
+def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray, fold_rows: list[dict],
+              seconds: float) -> dict:
+    scores = np.array([r["accuracy"] for r in fold_rows])
+    pred = oof.argmax(1)
+    per_class = {name: float((pred[train.y == i] == i).mean()) for i, name in enumerate(config.classes)
+                 if (train.y == i).any()}
+    return {
+        "competition": config.competition,
+        "metric": "accuracy",
+        "cv": {"mean": float(scores.mean()), "std": float(scores.std()), "oof": float((pred == train.y).mean())},
+        "per_class_accuracy": per_class,
+        "folds": fold_rows,
+        "seconds": round(seconds, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": to_dict(config),
+    }
+
+
+def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray,
+                  summary: dict, epoch_rows: list[dict]) -> None:
+    frame = pd.DataFrame({"id": train.ids, "target": train.y, "fold": fold_of, "pred": oof.argmax(1)})
+    for i, name in enumerate(config.classes):
+        frame[f"prob_{name}"] = oof[:, i]
+    with atomic.atomic_path(run_dir / "oof.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic.atomic_path(run_dir / "log.csv") as tmp:
+        pd.DataFrame(epoch_rows).to_csv(tmp, index=False)
+    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
+    plots.learning_curves(epoch_rows, run_dir / "curves.png")
+    plots.confusion(train.y, oof.argmax(1), config.classes, run_dir / "confusion.png")

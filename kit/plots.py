@@ -1,0 +1,58 @@
+"""Pictures a person would rather look at than read: learning curves and a confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kit import atomic  # noqa: E402
+
+
+def learning_curves(epoch_rows: list[dict], path: Path) -> None:
+    """Train/valid loss and accuracy per epoch, one colour per fold, the best epoch marked."""
+    frame = pd.DataFrame(epoch_rows)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for (fold, rows), colour in zip(frame.groupby("fold"), plt.cm.tab10.colors, strict=False):
+        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+            ax.plot(rows["epoch"], rows[f"train_{metric}"], "--", color=colour, alpha=0.6)
+            ax.plot(rows["epoch"], rows[f"valid_{metric}"], "-", color=colour, label=f"fold {fold}")
+            best = rows[rows["best"]].tail(1)
+            ax.plot(best["epoch"], best[f"valid_{metric}"], "o", color=colour)
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (dashed: train, solid: valid, dot: best)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    _save(fig, path)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix of out-of-fold predictions, with counts in the cells."""
+    n = len(classes)
+    counts = np.zeros((n, n), dtype=int)
+    np.add.at(counts, (y_true, y_pred), 1)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, counts[i, j], ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=f"OOF confusion (accuracy {np.trace(counts) / counts.sum():.3f})")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

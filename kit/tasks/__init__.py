@@ -1,0 +1,58 @@
+"""What differs by data type lives behind this one small interface; everything else is shared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kit.config import Config
+
+
+@dataclass
+class Samples:
+    """Rows of a split: ids (as strings), integer labels (None for test) and the task's raw data."""
+
+    ids: list[str]
+    y: np.ndarray | None
+    data: Any  # tabular: a DataFrame; image: a list of file paths
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: np.ndarray) -> Samples:
+        data = self.data.iloc[index].reset_index(drop=True) if hasattr(self.data, "iloc") else [self.data[i] for i in index]
+        return Samples([self.ids[i] for i in index], None if self.y is None else self.y[index], data)
+
+
+class Task(Protocol):
+    def load(self, split: str, path: Path | None = None) -> Samples:
+        """Read the 'train' or 'test' split (from the config, or from `path`)."""
+
+    def fit(self, train: Samples) -> dict:
+        """Fit preprocessing on a fold's training part; return it as JSON-able state."""
+
+    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
+        """(input, label) pairs for the training loop; `train` switches augmentation on."""
+
+    def build_model(self, state: dict) -> torch.nn.Module:
+        """A fresh model for the preprocessing `state` (returns logits)."""
+
+    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
+        """The servable module: raw batch -> class probabilities averaged over the folds."""
+
+    def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
+        """The ensemble's input for `samples`, in batches."""
+
+
+def get_task(config: Config) -> Task:
+    if config.task == "tabular":
+        from kit.tasks.tabular import TabularTask
+
+        return TabularTask(config)
+    raise AssertionError(f"unhandled task {config.task!r}")  # config typing admits no other value

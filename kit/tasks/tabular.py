@@ -1,0 +1,213 @@
+"""Tabular task: CSV in, feature encoding fitted on the training fold only, an MLP on top."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from kit.config import Config, FeaturesConfig
+from kit.ensemble import FoldEnsemble
+from kit.errors import KitError
+from kit.models import MLP
+from kit.tasks import Samples
+
+
+class TabularTask:
+    def __init__(self, config: Config):
+        self.config = config
+        self.spec = config.features
+        self.engineer = _load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
+
+    def load(self, split: str, path: Path | None = None) -> Samples:
+        default = self.config.path(getattr(self.config.data, split))
+        if path is None:
+            path = default
+        elif Path(path).is_dir():
+            path = Path(path) / default.name
+        labelled = split == "train"
+        frame = read_table(path, self.config, labelled=labelled)
+        y = None
+        if labelled:
+            index = {name: i for i, name in enumerate(self.config.classes)}
+            y = frame[self.config.data.target].map(index).to_numpy(dtype=np.int64)
+        ids = frame[self.config.data.id].tolist()
+        return Samples(ids, y, self.engineer(frame.drop(columns=[self.config.data.target], errors="ignore")))
+
+    def fit(self, train: Samples) -> dict:
+        return fit_encoding(train.data, self.spec)
+
+    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
+        x = torch.from_numpy(encode(samples.data, state))
+        return TensorDataset(x, torch.from_numpy(samples.y))
+
+    def build_model(self, state: dict) -> torch.nn.Module:
+        m = self.config.model
+        return MLP(len(feature_names(state)), m.hidden, len(self.config.classes), m.dropout)
+
+    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
+        # Each fold has its own fitted encoding; the ensemble input is their concatenation.
+        members, start = [], 0
+        for model, state in zip(models, states, strict=True):
+            width = len(feature_names(state))
+            members.append(ColumnSlice(model, start, start + width))
+            start += width
+        return FoldEnsemble(members)
+
+    def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
+        yield torch.from_numpy(np.hstack([encode(samples.data, s) for s in states]))
+
+
+class ColumnSlice(torch.nn.Module):
+    """A fold model that reads its own columns of the concatenated encoding and returns probabilities."""
+
+    def __init__(self, model: torch.nn.Module, start: int, stop: int):
+        super().__init__()
+        self.model, self.start, self.stop = model, start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x[:, self.start : self.stop]), dim=1)
+
+
+def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
+    """Read a CSV as text and check it has what the competition needs, naming any problem."""
+    what = "training" if labelled else "test"
+    flag = "DATA" if labelled else "TEST"
+    if not Path(path).is_file():
+        raise KitError(f"{what} file not found: {path}; point {flag}=... at the CSV or its folder")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise KitError(f"{path} is empty; expected a CSV with a header row and data rows") from None
+    except UnicodeDecodeError as exc:
+        raise KitError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    except pd.errors.ParserError as exc:
+        raise KitError(f"{path} is not a well-formed CSV: {exc}") from None
+    if frame.empty:
+        raise KitError(f"{path} has a header but no data rows")
+    frame.columns = [c.strip() for c in frame.columns]
+    data, spec = config.data, config.features
+    required = [data.id, *([data.target] if labelled else []), *spec.raw_numeric, *spec.raw_text]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        hint = " (is the delimiter a comma?)" if len(frame.columns) == 1 else ""
+        raise KitError(
+            f"{path} is missing required column(s) {', '.join(map(repr, missing))}; "
+            f"found: {', '.join(frame.columns)}{hint}"
+        )
+    ids = frame[data.id]
+    if ids.isna().any():
+        raise KitError(f"{path}: {data.id!r} is empty on line {int(ids.isna().to_numpy().argmax()) + 2}")
+    duplicated = ids[ids.duplicated()].unique().tolist()
+    if duplicated:
+        raise KitError(f"{path}: duplicate {data.id!r} values {duplicated[:5]}; each row needs a unique id")
+    for column in spec.raw_numeric:
+        text = frame[column]
+        number = pd.to_numeric(text, errors="coerce")
+        bad = (text.notna() & number.isna()) | np.isinf(number)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise KitError(f"{path}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r}")
+        frame[column] = number.astype(float)
+    if labelled:
+        target = frame[data.target]
+        unknown = target[~target.isin(config.classes)]
+        if len(unknown):
+            row = int(unknown.index[0])
+            raise KitError(
+                f"{path}: target {data.target!r} on line {row + 2} is {target.iloc[row]!r}; "
+                f"expected one of {config.classes}"
+            )
+    return frame
+
+
+def _load_engineer(path: Path) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    if not path.is_file():
+        raise KitError(f"feature code not found: {path}; fix features.code in the competition config")
+    spec = importlib.util.spec_from_file_location(f"kit_features_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "engineer"):
+        raise KitError(f"{path} must define engineer(df) -> DataFrame")
+    return module.engineer
+
+
+def fit_encoding(frame: pd.DataFrame, spec: FeaturesConfig) -> dict:
+    """Learn imputation values, scaling, frequency tables and vocabularies from `frame` alone."""
+    _check_columns(frame, [*spec.numeric, *spec.categorical, *spec.impute_by.values(), *spec.counts.values()])
+    counts = {new: {"key": key, "table": _frequencies(frame[key])} for new, key in spec.counts.items()}
+    frame = _add_counts(frame, counts)
+    numeric = {}
+    for column in [*spec.numeric, *spec.counts]:
+        values = frame[column].astype(float)
+        entry = {"median": _finite_or(values.median(), 0.0)}
+        if column in spec.impute_by:
+            group = spec.impute_by[column]
+            medians = values.groupby(frame[group].astype(str)).median().dropna()
+            entry["by"] = group
+            entry["group_medians"] = {k: float(v) for k, v in medians.items()}
+        filled = _impute(frame, column, entry)
+        entry["mean"] = float(filled.mean())
+        entry["std"] = float(filled.std(ddof=0)) or 1.0
+        numeric[column] = entry
+    vocab = {c: sorted(frame[c].astype(str).unique().tolist()) for c in spec.categorical}
+    return {"numeric": numeric, "categorical": vocab, "counts": counts}
+
+
+def encode(frame: pd.DataFrame, state: dict) -> np.ndarray:
+    """The float32 feature matrix for `frame` under a fitted encoding."""
+    frame = _add_counts(frame, state["counts"])
+    parts = []
+    for column, entry in state["numeric"].items():
+        parts.append(((_impute(frame, column, entry) - entry["mean"]) / entry["std"]).to_numpy()[:, None])
+    for column, vocab in state["categorical"].items():
+        values = frame[column].astype(str).to_numpy()
+        parts.append((values[:, None] == np.asarray(vocab)[None, :]).astype(float))  # unseen -> all zeros
+    return np.hstack(parts).astype(np.float32)
+
+
+def feature_names(state: dict) -> list[str]:
+    names = list(state["numeric"])
+    for column, vocab in state["categorical"].items():
+        names += [f"{column}={v}" for v in vocab]
+    return names
+
+
+def _impute(frame: pd.DataFrame, column: str, entry: dict) -> pd.Series:
+    values = frame[column].astype(float)
+    if "by" in entry:
+        group = frame[entry["by"]].astype(str).map(entry["group_medians"])
+        values = values.fillna(group)
+    return values.fillna(entry["median"])
+
+
+def _frequencies(keys: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in keys.astype(str).value_counts().items()}
+
+
+def _add_counts(frame: pd.DataFrame, counts: dict) -> pd.DataFrame:
+    """Add frequency columns; a key never seen in the fitting rows still stands for one row: this one."""
+    if not counts:
+        return frame
+    frame = frame.copy()
+    for new, entry in counts.items():
+        frame[new] = frame[entry["key"]].astype(str).map(entry["table"]).fillna(0).clip(lower=1).astype(float)
+    return frame
+
+
+def _check_columns(frame: pd.DataFrame, columns: list[str]) -> None:
+    missing = sorted({c for c in columns if c not in frame.columns})
+    if missing:
+        raise KitError(
+            f"feature column(s) {missing} are neither in the data nor made by the feature code; "
+            "fix the features section of the competition config"
+        )
+
+
+def _finite_or(value: float, default: float) -> float:
+    return float(value) if np.isfinite(value) else default

@@ -1,0 +1,151 @@
+"""One fold of training: AdamW, warm-up + cosine schedule, gradient clipping, early stopping, best weights."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from kit.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` epochs without an improvement larger than `min_delta`."""
+
+    patience: int
+    min_delta: float = 0.0
+    mode: str = "max"
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def step(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; True when it is a new best."""
+        sign = 1.0 if self.mode == "max" else -1.0
+        if self.best is None or sign * (value - self.best) > self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    valid_data: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+    desc: str = "train",
+) -> FitResult:
+    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    # BatchNorm cannot train on a final batch of one, so drop the ragged tail when there is more than a batch.
+    train_loader = DataLoader(
+        train_data, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+        drop_last=len(train_data) > cfg.batch_size, num_workers=cfg.num_workers,
+    )
+    valid_loader = DataLoader(valid_data, batch_size=cfg.batch_size * 2, num_workers=cfg.num_workers)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = len(train_loader)
+    scheduler = warmup_cosine(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    stopper = EarlyStopping(cfg.patience, cfg.min_delta, "max" if cfg.monitor == "accuracy" else "min")
+    best_state = copy.deepcopy(model.state_dict())
+    history = []
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+        valid_loss, valid_acc = evaluate(model, valid_loader, criterion)
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "valid_loss": valid_loss,
+            "valid_accuracy": valid_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        if stopper.step(valid_acc if cfg.monitor == "accuracy" else valid_loss, epoch):
+            best_state = copy.deepcopy(model.state_dict())
+        row["best"] = stopper.best_epoch == epoch
+        history.append(row)
+        bar.set_postfix(loss=f"{valid_loss:.4f}", acc=f"{valid_acc:.4f}")
+        log.info(
+            "%s epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.2e  %.1fs%s",
+            desc, epoch, cfg.epochs, row["train_loss"], row["train_accuracy"], valid_loss, valid_acc,
+            row["lr"], row["seconds"], "  *" if row["best"] else "",
+        )
+        if on_epoch:
+            on_epoch(row)
+        if stopper.should_stop:
+            log.info("%s early stop at epoch %d; best epoch %d", desc, epoch, stopper.best_epoch)
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    return FitResult(stopper.best_epoch, float(stopper.best), len(history), history)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` over `loader`."""
+    device = next(model.parameters()).device
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        total_loss += criterion(logits, y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return total_loss / max(seen, 1), correct / max(seen, 1)

@@ -117,7 +117,33 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = ()) -
         if not sep or not key:
             raise KitError(f"override {item!r} is not of the form key=value (e.g. cv.folds=10)")
         _set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else "", item)
-    return build(Config, raw, where=str(path))
+    config = build(Config, raw, where=str(path))
+    check_ranges(config)
+    return config
+
+
+def check_ranges(config: Config) -> None:
+    """Reject values of the right type but outside what makes sense."""
+    rules = [
+        ("cv.folds", config.cv.folds, 2, "at least 2"),
+        ("train.epochs", config.train.epochs, 1, "at least 1"),
+        ("train.batch_size", config.train.batch_size, 1, "at least 1"),
+        ("train.patience", config.train.patience, 1, "at least 1"),
+        ("train.num_workers", config.train.num_workers, 0, "0 or more"),
+        ("train.warmup_epochs", config.train.warmup_epochs, 0, "0 or more"),
+        ("train.grad_clip", config.train.grad_clip, 0, "0 (off) or more"),
+        ("train.weight_decay", config.train.weight_decay, 0, "0 or more"),
+        ("model.dropout", config.model.dropout, 0, "between 0 and 1"),
+    ]
+    for key, value, low, expected in rules:
+        if value < low:
+            raise KitError(f"config key {key!r} is {value}; it must be {expected}")
+    if not config.train.lr > 0:
+        raise KitError(f"config key 'train.lr' is {config.train.lr}; it must be positive")
+    if not 0 <= config.train.label_smoothing < 1 or config.model.dropout >= 1:
+        raise KitError("train.label_smoothing and model.dropout must be in [0, 1)")
+    if len(set(config.classes)) != len(config.classes) or len(config.classes) < 2:
+        raise KitError(f"classes {config.classes} must list at least two distinct names")
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -206,6 +232,11 @@ def _coerce(value: Any, tp: Any, name: str, where: str) -> Any:
             raise fail("an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail("a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("a number")
         return float(value)

@@ -18,7 +18,7 @@ from kit import atomic, plots, runs
 from kit.config import Config, to_dict
 from kit.ensemble import predict_proba
 from kit.errors import KitError
-from kit.tasks import Samples, Task, get_task
+from kit.tasks import Samples, get_task
 from kit.trainer import fit
 
 log = logging.getLogger(__name__)

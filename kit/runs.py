@@ -42,7 +42,10 @@ def find_run(competition: str, run: str | None = None, runs_dir: Path = RUNS_DIR
     path = runs_dir / competition / (run or "latest")
     if not (path / "config.yaml").is_file():
         what = f"run {run!r}" if run else "no finished training run"
-        raise KitError(f"{what} found for {competition!r} under {runs_dir / competition}; run `make train COMP={competition}` first")
+        raise KitError(
+            f"{what} found for {competition!r} under {runs_dir / competition}; "
+            f"run `make train COMP={competition}` first"
+        )
     return path.resolve()
 
 

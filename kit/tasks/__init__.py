@@ -26,7 +26,10 @@ class Samples:
         return len(self.ids)
 
     def subset(self, index: np.ndarray) -> Samples:
-        data = self.data.iloc[index].reset_index(drop=True) if hasattr(self.data, "iloc") else [self.data[i] for i in index]
+        if hasattr(self.data, "iloc"):
+            data = self.data.iloc[index].reset_index(drop=True)
+        else:
+            data = [self.data[i] for i in index]
         return Samples([self.ids[i] for i in index], None if self.y is None else self.y[index], data)
 
 

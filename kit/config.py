@@ -18,10 +18,11 @@ COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
 @dataclass
 class DataConfig:
-    train: str = "data/train.csv"  # relative to the competition folder unless absolute
-    test: str = "data/test.csv"
+    train: str = "data/train.csv"  # tabular: a CSV; image: a folder with train/ (+ valid/). Relative to the comp.
+    test: str = "data/test.csv"  # tabular: a CSV; image: a folder of unlabeled images
     id: str = "id"
     target: str = "target"
+    kaggle: str | None = None  # Kaggle competition slug that `make data` downloads
 
 
 @dataclass
@@ -36,16 +37,45 @@ class FeaturesConfig:
 
 
 @dataclass
+class ImageConfig:
+    size: int = 160  # images are decoded once, resized to size x size (aspect squashed) and cached
+    mean: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
+    std: list[float] | None = None
+    cache_dir: str = ".cache/kit"  # relative to the working directory
+    decode_workers: int = 2
+    batch_size: int = 64  # for prediction
+
+
+@dataclass
+class AugmentConfig:
+    scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # random resized crop: area range
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    hflip: float = 0.5  # probabilities
+    vflip: float = 0.0
+    rotate: float = 0.0  # max degrees
+    color_jitter: float = 0.2  # brightness/contrast/saturation strength; 0 disables
+    hue: float = 0.02
+
+
+@dataclass
+class TTAConfig:
+    views: list[Literal["identity", "hflip", "vflip", "zoom", "zoom_hflip"]] = field(default_factory=lambda: ["identity"])
+    blend: float = 0.0  # weight of the plain view blended with the mean of the views
+
+
+@dataclass
 class CVConfig:
-    folds: int = 5
+    folds: int | Literal["given"] = 5  # "given": the data's train/valid split as a single fold
     seed: int = 42
 
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [64])
+    name: str = "mlp"  # mlp (tabular), hw3_cnn, or any timm model name
+    pretrained: str = "none"  # auto | none | path to a state_dict file
+    hidden: list[int] = field(default_factory=lambda: [64])  # mlp only
     dropout: float = 0.2
+    drop_path: float = 0.0  # timm models only
 
 
 @dataclass
@@ -57,6 +87,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0  # max gradient norm; 0 disables
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) for mixup; 0 disables
+    cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix (images); 0 disables; with both, each batch picks one
+    class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced data)
+    amp: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
     monitor: Literal["accuracy", "loss"] = "accuracy"
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change of the monitored value that counts as improvement
@@ -74,10 +108,13 @@ class SubmissionConfig:
 @dataclass
 class Config:
     competition: str
-    task: Literal["tabular"]
+    task: Literal["tabular", "image"]
     classes: list[str]
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tta: TTAConfig = field(default_factory=TTAConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -125,7 +162,11 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = ()) -
 def check_ranges(config: Config) -> None:
     """Reject values of the right type but outside what makes sense."""
     rules = [
-        ("cv.folds", config.cv.folds, 2, "at least 2"),
+        *([("cv.folds", config.cv.folds, 2, "at least 2 (or 'given')")] if config.cv.folds != "given" else []),
+        ("image.size", config.image.size, 16, "at least 16"),
+        ("image.decode_workers", config.image.decode_workers, 1, "at least 1"),
+        ("train.mixup", config.train.mixup, 0, "0 (off) or more"),
+        ("train.cutmix", config.train.cutmix, 0, "0 (off) or more"),
         ("train.epochs", config.train.epochs, 1, "at least 1"),
         ("train.batch_size", config.train.batch_size, 1, "at least 1"),
         ("train.patience", config.train.patience, 1, "at least 1"),
@@ -142,6 +183,8 @@ def check_ranges(config: Config) -> None:
         raise KitError(f"config key 'train.lr' is {config.train.lr}; it must be positive")
     if not 0 <= config.train.label_smoothing < 1 or config.model.dropout >= 1:
         raise KitError("train.label_smoothing and model.dropout must be in [0, 1)")
+    if not config.tta.views:
+        raise KitError("tta.views is empty; list at least one view, e.g. [identity]")
     if len(set(config.classes)) != len(config.classes) or len(config.classes) < 2:
         raise KitError(f"classes {config.classes} must list at least two distinct names")
 

@@ -52,12 +52,15 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     task = get_task(config)
     started = time.perf_counter()
     train = task.load("train", data)
-    splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)
+    if config.cv.folds == "given":
+        splits = [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
+    else:
+        splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)
     run_dir = runs.new_run(config, runs_dir)
     log.info("run %s: %d training rows, %d folds", run_dir, len(train), len(splits))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     oof = np.zeros((len(train), len(config.classes)), dtype=np.float32)
-    fold_of = np.zeros(len(train), dtype=np.int64)
+    fold_of = np.full(len(train), -1, dtype=np.int64)
     fold_rows, epoch_rows = [], []
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     for fold, (train_idx, valid_idx) in enumerate(tqdm(splits, desc="folds", unit="fold", disable=None)):
@@ -66,7 +69,11 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
         seed_everything(seed)
         part, valid = train.subset(train_idx), train.subset(valid_idx)
         state = task.fit(part)
-        model = task.build_model(state).to(device)
+        model = task.build_model(state, pretrained=True).to(device)
+        weights = None
+        if config.train.class_weights:  # inverse frequency, normalised to mean 1
+            counts = np.bincount(part.y, minlength=len(config.classes)).astype(np.float32)
+            weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
 
         def on_epoch(row: dict, fold: int = fold) -> None:
             epoch_rows.append({"fold": fold, **row})
@@ -75,14 +82,13 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
                     writer.add_scalar(f"fold{fold}/{key}", value, row["epoch"])
 
         result = fit(model, task.dataset(part, state, train=True), task.dataset(valid, state, train=False),
-                     config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}")
-        model.cpu()
+                     config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}", class_weights=weights)
         oof[valid_idx] = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()
         fold_of[valid_idx] = fold
         score = float((oof[valid_idx].argmax(1) == valid.y).mean())
         meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "score": score, "preprocessing": state}
-        runs.save_fold(run_dir, fold, model, meta)
+        runs.save_fold(run_dir, fold, model.cpu(), meta)
         fold_rows.append({"fold": fold, "accuracy": score, "best_epoch": result.best_epoch,
                           "epochs_run": result.epochs_run, "train_rows": len(part), "valid_rows": len(valid),
                           "seconds": round(time.perf_counter() - fold_start, 2)})
@@ -98,13 +104,13 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
 def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray, fold_rows: list[dict],
               seconds: float) -> dict:
     scores = np.array([r["accuracy"] for r in fold_rows])
-    pred = oof.argmax(1)
-    per_class = {name: float((pred[train.y == i] == i).mean()) for i, name in enumerate(config.classes)
-                 if (train.y == i).any()}
+    seen = fold_of >= 0  # with cv.folds=given only the valid split has out-of-fold predictions
+    pred, y = oof[seen].argmax(1), train.y[seen]
+    per_class = {name: float((pred[y == i] == i).mean()) for i, name in enumerate(config.classes) if (y == i).any()}
     return {
         "competition": config.competition,
         "metric": "accuracy",
-        "cv": {"mean": float(scores.mean()), "std": float(scores.std()), "oof": float((pred == train.y).mean())},
+        "cv": {"mean": float(scores.mean()), "std": float(scores.std()), "oof": float((pred == y).mean())},
         "per_class_accuracy": per_class,
         "folds": fold_rows,
         "seconds": round(seconds, 2),
@@ -115,13 +121,15 @@ def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarr
 
 def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray,
                   summary: dict, epoch_rows: list[dict]) -> None:
+    seen = fold_of >= 0
     frame = pd.DataFrame({"id": train.ids, "target": train.y, "fold": fold_of, "pred": oof.argmax(1)})
     for i, name in enumerate(config.classes):
         frame[f"prob_{name}"] = oof[:, i]
+    frame = frame[seen]
     with atomic.atomic_path(run_dir / "oof.csv") as tmp:
         frame.to_csv(tmp, index=False)
     with atomic.atomic_path(run_dir / "log.csv") as tmp:
         pd.DataFrame(epoch_rows).to_csv(tmp, index=False)
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
     plots.learning_curves(epoch_rows, run_dir / "curves.png")
-    plots.confusion(train.y, oof.argmax(1), config.classes, run_dir / "confusion.png")
+    plots.confusion(train.y[seen], oof[seen].argmax(1), config.classes, run_dir / "confusion.png")

@@ -19,6 +19,42 @@ class FoldEnsemble(nn.Module):
 
 @torch.no_grad()
 def predict_proba(module: nn.Module, batches) -> torch.Tensor:
-    """Run the ensemble over input batches in eval mode; returns [N, classes] probabilities."""
+    """Run the ensemble over input batches in eval mode, on its own device; returns [N, classes] on the CPU."""
     module.eval()
-    return torch.cat([module(x) for x in batches])
+    device = next(module.parameters()).device
+    return torch.cat([module(x.to(device)).float().cpu() for x in batches])
+
+
+def view(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One test-time view of an NHWC image batch, as tensor operations (so exports carry them)."""
+    if name == "identity":
+        return x
+    if name == "hflip":
+        return x.flip(2)
+    if name == "vflip":
+        return x.flip(1)
+    if name in ("zoom", "zoom_hflip"):
+        # Centre crop of 7/8 of each side, resized back up: the object seen a little closer.
+        h, w = x.shape[1], x.shape[2]
+        dh, dw = h // 16, w // 16
+        crop = x[:, dh : h - dh, dw : w - dw, :].permute(0, 3, 1, 2).float()
+        zoomed = nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+        zoomed = zoomed.permute(0, 2, 3, 1)
+        return zoomed.flip(2) if name == "zoom_hflip" else zoomed
+    raise ValueError(f"unknown TTA view {name!r}")
+
+
+class TTA(nn.Module):
+    """A fold model under test-time augmentation: mean of the views' probabilities, optionally blended
+    with the plain view's."""
+
+    def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0):
+        super().__init__()
+        self.model, self.views, self.blend = model, list(views), float(blend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(self.model(view(x, v)).float(), dim=1) for v in self.views]).mean(0)
+        if self.blend > 0:
+            plain = torch.softmax(self.model(x).float(), dim=1)
+            probs = (1 - self.blend) * probs + self.blend * plain
+        return probs

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from kit.config import TrainConfig
+from kit.mixing import mix_batch
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,12 @@ def fit(
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
     desc: str = "train",
+    class_weights: torch.Tensor | None = None,
 ) -> FitResult:
     """Train `model` in place; on return it holds the weights of the best validation epoch."""
     device = next(model.parameters()).device
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     # BatchNorm cannot train on a final batch of one, so drop the ragged tail when there is more than a batch.
@@ -87,7 +91,8 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = len(train_loader)
     scheduler = warmup_cosine(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    weight = class_weights.to(device) if class_weights is not None else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     stopper = EarlyStopping(cfg.patience, cfg.min_delta, "max" if cfg.monitor == "accuracy" else "min")
     best_state = copy.deepcopy(model.state_dict())
     history = []
@@ -97,19 +102,27 @@ def fit(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in train_loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = criterion(logits, y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                if cfg.mixup > 0 or cfg.cutmix > 0:
+                    x, y_a, y_b, lam = mix_batch(x, y, cfg.mixup, cfg.cutmix, generator)
+                    logits = model(x)
+                    loss = lam * criterion(logits, y_a) + (1 - lam) * criterion(logits, y_b)
+                else:
+                    logits = model(x)
+                    loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-        valid_loss, valid_acc = evaluate(model, valid_loader, criterion)
+        valid_loss, valid_acc = evaluate(model, valid_loader, criterion, amp_dtype)
         row = {
             "epoch": epoch,
             "train_loss": total_loss / max(seen, 1),
@@ -139,15 +152,27 @@ def fit(
     return FitResult(stopper.best_epoch, float(stopper.best), len(history), history)
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype for `train.amp` on `device`; None means plain fp32."""
+    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, criterion: nn.Module) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, criterion: nn.Module, amp_dtype: torch.dtype | None = None
+) -> tuple[float, float]:
     """Mean loss and accuracy of `model` over `loader`."""
     device = next(model.parameters()).device
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x).float()
         total_loss += criterion(logits, y).item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)

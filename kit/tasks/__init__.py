@@ -20,17 +20,16 @@ class Samples:
 
     ids: list[str]
     y: np.ndarray | None
-    data: Any  # tabular: a DataFrame; image: a list of file paths
+    data: Any  # tabular: a DataFrame; image: a uint8 [N, H, W, 3] array (memory-mapped cache)
+    is_valid: np.ndarray | None = None  # rows of the data's own validation split (for cv.folds=given)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, index: np.ndarray) -> Samples:
-        if hasattr(self.data, "iloc"):
-            data = self.data.iloc[index].reset_index(drop=True)
-        else:
-            data = [self.data[i] for i in index]
-        return Samples([self.ids[i] for i in index], None if self.y is None else self.y[index], data)
+        data = self.data.iloc[index].reset_index(drop=True) if hasattr(self.data, "iloc") else self.data[index]
+        return Samples([self.ids[i] for i in index], None if self.y is None else self.y[index], data,
+                       None if self.is_valid is None else self.is_valid[index])
 
 
 class Task(Protocol):
@@ -43,8 +42,8 @@ class Task(Protocol):
     def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
         """(input, label) pairs for the training loop; `train` switches augmentation on."""
 
-    def build_model(self, state: dict) -> torch.nn.Module:
-        """A fresh model for the preprocessing `state` (returns logits)."""
+    def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
+        """A fresh model for the preprocessing `state` (returns logits); `pretrained` loads ImageNet weights."""
 
     def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
         """The servable module: raw batch -> class probabilities averaged over the folds."""
@@ -58,4 +57,8 @@ def get_task(config: Config) -> Task:
         from kit.tasks.tabular import TabularTask
 
         return TabularTask(config)
+    if config.task == "image":
+        from kit.tasks.image import ImageTask
+
+        return ImageTask(config)
     raise AssertionError(f"unhandled task {config.task!r}")  # config typing admits no other value

@@ -46,7 +46,7 @@ class TabularTask:
         x = torch.from_numpy(encode(samples.data, state))
         return TensorDataset(x, torch.from_numpy(samples.y))
 
-    def build_model(self, state: dict) -> torch.nn.Module:
+    def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         m = self.config.model
         return MLP(len(feature_names(state)), m.hidden, len(self.config.classes), m.dropout)
 

@@ -1,0 +1,120 @@
+"""Image task: HW3-layout folders, the decoded-image cache, albumentations, timm models, TTA."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kit.config import AugmentConfig, Config
+from kit.ensemble import TTA, FoldEnsemble
+from kit.errors import KitError
+from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
+from kit.models import ImageClassifier, image_net, image_norm
+from kit.tasks import Samples
+
+log = logging.getLogger(__name__)
+
+
+class ImageTask:
+    def __init__(self, config: Config):
+        self.config = config
+
+    def load(self, split: str, path: Path | None = None) -> Samples:
+        return self._load_train(path) if split == "train" else self._load_test(path)
+
+    def _load_train(self, path: Path | None) -> Samples:
+        root = Path(path) if path else self.config.path(self.config.data.train)
+        folders = split_folders(root)
+        if self.config.cv.folds == "given" and "valid" not in folders:
+            raise KitError(f"cv.folds=given needs a valid/ folder beside train/ in {root}")
+        paths, labels, is_valid = [], [], []
+        for split, folder in folders.items():
+            found, found_labels, skipped = list_labelled(folder, self.config.classes)
+            if skipped:
+                log.warning("%s: skipped %d file(s): %s%s", folder, len(skipped), "; ".join(skipped[:5]),
+                            " ..." if len(skipped) > 5 else "")
+            if not found:
+                raise KitError(f"{folder} holds no labelled images; expected {{label}}_{{idx}}.jpg files "
+                               f"(label 0-{len(self.config.classes) - 1}) or one sub-folder per class")
+            paths += found
+            labels += found_labels
+            is_valid += [split == "valid"] * len(found)
+        images, bad = self._decode(paths)
+        keep = np.setdiff1d(np.arange(len(paths)), bad)
+        if len(bad):
+            log.warning("left out %d unreadable image(s): %s", len(bad), ", ".join(str(paths[i]) for i in bad[:5]))
+            images = images[keep]
+        ids = [str(paths[i].relative_to(root)) for i in keep]
+        return Samples(ids, np.asarray(labels, dtype=np.int64)[keep], images, np.asarray(is_valid)[keep])
+
+    def _load_test(self, path: Path | None) -> Samples:
+        folder = Path(path) if path else self.config.path(self.config.data.test)
+        paths = list_unlabelled(folder)
+        images, bad = self._decode(paths)
+        if bad:
+            names = ", ".join(str(paths[i]) for i in bad[:5])
+            raise KitError(f"cannot predict: {len(bad)} unreadable test image(s): {names}; replace or remove them")
+        return Samples([p.stem for p in paths], None, images)
+
+    def _decode(self, paths: list[Path]) -> tuple[np.ndarray, list[int]]:
+        cfg = self.config.image
+        return cached_decode(paths, cfg.size, Path(cfg.cache_dir), cfg.decode_workers)
+
+    def fit(self, train: Samples) -> dict:
+        mean, std = image_norm(self.config.model)
+        return {"size": self.config.image.size, "mean": self.config.image.mean or mean,
+                "std": self.config.image.std or std}
+
+    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
+        transform = augmentation(self.config.augment, state["size"], self.config.train.seed) if train else None
+        return CachedImages(samples.data, samples.y, transform)
+
+    def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
+        net = image_net(self.config.model, len(self.config.classes), pretrained)
+        return ImageClassifier(net, state["mean"], state["std"]).to(memory_format=torch.channels_last)
+
+    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
+        tta = self.config.tta
+        return FoldEnsemble([TTA(model, tta.views, tta.blend) for model in models])
+
+    def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
+        step = self.config.image.batch_size
+        for start in range(0, len(samples), step):
+            yield torch.from_numpy(np.ascontiguousarray(samples.data[start : start + step]))
+
+
+class CachedImages(Dataset):
+    """(uint8 HWC image, label) pairs read from the decoded cache, augmented when a transform is given."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = np.asarray(self.images[i])
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
+
+
+def augmentation(cfg: AugmentConfig, size: int, seed: int) -> A.Compose:
+    """The training pipeline from config: random resized crop, flips, rotation, colour jitter."""
+    steps = [A.RandomResizedCrop(size=(size, size), scale=tuple(cfg.scale), ratio=tuple(cfg.ratio))]
+    if cfg.hflip > 0:
+        steps.append(A.HorizontalFlip(p=cfg.hflip))
+    if cfg.vflip > 0:
+        steps.append(A.VerticalFlip(p=cfg.vflip))
+    if cfg.rotate > 0:
+        steps.append(A.Affine(rotate=(-cfg.rotate, cfg.rotate), p=0.5))
+    if cfg.color_jitter > 0:
+        j = cfg.color_jitter
+        steps.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=cfg.hue, p=0.8))
+    return A.Compose(steps, seed=seed)

@@ -5,10 +5,14 @@ PY      := $(VENV)/bin/python
 COMP    ?= titanic
 KIT      = $(PY) -m kit
 
-# Optional: DATA (training data), TEST (test data), OUT (submission path), RUN (run id), SET ("k=v k=v")
+# Optional: DATA (training data), TEST (test data), OUT (submission path), RUN (run id), SET ("k=v k=v"),
+# FROM (run | export), BACKEND (onnx | torchscript)
 ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
 
-.PHONY: setup train predict test lint clean help
+# make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
+BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
+
+.PHONY: setup train predict export data bench test lint clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -25,7 +29,17 @@ train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/
 	$(KIT) train $(ARGS) $(if $(DATA),--data $(DATA))
 
 predict: setup  ## fold ensemble on the test set -> submission.csv
-	$(KIT) predict $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT))
+	$(KIT) predict $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
+		$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND))
+
+export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
+	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA))
+
+data: setup  ## download the competition data (Kaggle credentials), or print the manual steps
+	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))
+
+bench: setup  ## training images/s: kit's decode cache vs a naive PIL loader, same model
+	$(KIT) bench --comp $(BENCH_COMP) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA))
 
 test: setup  ## run the test suite
 	$(PY) -m pytest

@@ -1,9 +1,10 @@
-"""Command line: `python -m kit train|predict --comp NAME [--set key=value ...]`."""
+"""Command line: `python -m kit train|predict|export|data|bench --comp NAME [--set key=value ...]`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+def torch_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kit", description="Kaggle-style competition toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -32,7 +37,22 @@ def parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", parents=[common], help="fold ensemble on the test set -> submission.csv")
     predict.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
     predict.add_argument("--test", type=Path, help="test data (file or folder) instead of the config's")
-    predict.add_argument("--out", type=Path, help="where submission.csv goes (default: the run folder)")
+    predict.add_argument("--out", type=Path, help="where submission.csv goes (default: the run or export folder)")
+    predict.add_argument("--from", dest="source", choices=["run", "export"], default="run",
+                         help="the eager fold ensemble of a run (default) or the exported model")
+    predict.add_argument("--backend", choices=["onnx", "torchscript"], default="onnx", help="with --from export")
+    predict.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
+    export = sub.add_parser("export", parents=[common], help="TorchScript + ONNX of the fold ensemble, parity-checked")
+    export.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
+    export.add_argument("--data", type=Path, help="training data for the parity samples (default: the run's)")
+    export.add_argument("--exports", type=Path, default=Path("exports"), help="folder to write <comp>/ into")
+    data = sub.add_parser("data", parents=[common], help="download the competition data (Kaggle API)")
+    data.add_argument("--data", type=Path, help="where to put it (default: the config's training folder)")
+    bench = sub.add_parser("bench", parents=[common], help="image pipeline throughput: kit cache vs naive loader")
+    bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
+    bench.add_argument("--limit", type=int, default=320, help="training images to use (default 320)")
+    bench.add_argument("--threads", type=int, default=torch_threads(), help="threads for the inference section")
+    bench.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
     return p
 
 
@@ -61,11 +81,36 @@ def run(args: argparse.Namespace) -> int:
         from kit.cv import cross_validate
 
         cross_validate(config, args.data, args.runs)
+    elif args.command == "predict" and args.source == "export":
+        from kit.predict import predict_export
+
+        print(predict_export(args.exports / config.competition, config, args.backend, args.test, args.out))
     elif args.command == "predict":
         from kit import runs
         from kit.predict import predict_run
 
         run_dir = runs.find_run(config.competition, args.run, args.runs)
-        path = predict_run(run_dir, args.test, args.out)
-        print(path)
+        print(predict_run(run_dir, args.test, args.out))
+    elif args.command == "export":
+        from kit import runs
+        from kit.export import export_run
+
+        print(export_run(runs.find_run(config.competition, args.run, args.runs), args.exports, args.data))
+    elif args.command == "bench":
+        from kit import bench
+
+        rows = []
+        if config.task == "image":
+            rows += bench.image_pipeline(config, args.data, args.limit)
+        export_dir = args.exports / config.competition
+        if (export_dir / "meta.json").is_file():
+            rows += bench.inference(export_dir, args.threads)
+        else:
+            rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={config.competition})"))
+        width = max(len(k) for k, _ in rows)
+        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+    elif args.command == "data":
+        from kit.download import fetch
+
+        print(fetch(config, args.data))
     return 0

@@ -59,7 +59,9 @@ class AugmentConfig:
 
 @dataclass
 class TTAConfig:
-    views: list[Literal["identity", "hflip", "vflip", "zoom", "zoom_hflip"]] = field(default_factory=lambda: ["identity"])
+    views: list[Literal["identity", "hflip", "vflip", "zoom", "zoom_hflip"]] = field(
+        default_factory=lambda: ["identity"]
+    )
     blend: float = 0.0  # weight of the plain view blended with the mean of the views
 
 

@@ -52,6 +52,8 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     task = get_task(config)
     started = time.perf_counter()
     train = task.load("train", data)
+    if data is not None:  # the run's config.yaml records where its training data came from
+        config.data.train = str(Path(data).resolve())
     if config.cv.folds == "given":
         splits = [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
     else:

@@ -22,23 +22,28 @@ EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLIT_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val")}
 
 
-def decode(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Read any RGB/grey/CMYK/alpha image as a uint8 [size, size, 3] RGB array (aspect squashed).
+def decode(source: str | os.PathLike | Image.Image, size: int) -> np.ndarray:
+    """Read any RGB/grey/CMYK/alpha image (a file or a PIL image) as uint8 [size, size, 3] RGB, aspect squashed.
 
-    Large JPEGs are decoded reduced (Pillow's draft mode), never at full size; transparency is
+    Large JPEG files are decoded reduced (Pillow's draft mode), never at full size; transparency is
     composited on white. Raises ValueError with the reason for unreadable files.
     """
     try:
-        with Image.open(path) as image:
+        if isinstance(source, Image.Image):
+            return _to_rgb_square(source, size)
+        with Image.open(source) as image:
             image.draft("RGB", (size, size))  # JPEG: DCT scaling to the smallest scale >= size
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            image = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
+            return _to_rgb_square(image, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def split_folders(root: Path) -> dict[str, Path]:

@@ -91,21 +91,21 @@ def image_net(cfg: ModelConfig, num_classes: int, pretrained: bool) -> nn.Module
     image_norm(cfg)  # rejects unknown names with a clear message
     net = timm.create_model(cfg.name, pretrained=False, num_classes=num_classes, drop_rate=cfg.dropout,
                             drop_path_rate=cfg.drop_path or None, exportable=True)
-    if pretrained and load_pretrained(net, cfg):
-        # A zero head starts fine-tuning at uniform predictions instead of large random logits.
+    if pretrained and cfg.pretrained != "none":
+        # A zero head starts fine-tuning at uniform predictions instead of large random logits;
+        # loading below replaces it where the checkpoint's head fits (1000 ImageNet classes).
         head = net.get_classifier()
         if isinstance(head, nn.Linear):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        load_pretrained(net, cfg)
     return net
 
 
-def load_pretrained(net: nn.Module, cfg: ModelConfig) -> bool:
-    """Load ImageNet weights (all but the classifier) as `model.pretrained` says: auto | none | <file>.
-
-    Returns whether weights were loaded."""
+def load_pretrained(net: nn.Module, cfg: ModelConfig) -> None:
+    """Load ImageNet weights (every tensor whose shape fits) as `model.pretrained` says: auto | none | <file>."""
     if cfg.pretrained == "none":
-        return False
+        return
     if cfg.pretrained != "auto":
         path = Path(cfg.pretrained).expanduser()
         if not path.is_file():
@@ -115,21 +115,19 @@ def load_pretrained(net: nn.Module, cfg: ModelConfig) -> bool:
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same answer
             raise KitError(f"model.pretrained {path} is not a readable state_dict ({exc})") from None
         _load_backbone(net, state, str(path))
-        return True
+        return
     if cfg.name in OFFLINE_WEIGHTS:
         state = offline_weights(cfg.name)
         if state is not None:
             _load_backbone(net, state, f"the {OFFLINE_WEIGHTS[cfg.name]} package")
-            return True
+            return
     try:  # timm's own route: the Hugging Face hub, when it is reachable
         import timm
 
         hub = timm.create_model(cfg.name, pretrained=True)
         _load_backbone(net, hub.state_dict(), "the timm hub")
-        return True
     except Exception as exc:  # noqa: BLE001 - no network, no weights: train from scratch, loudly
         log.warning("no pretrained weights for %s (%s); training from random initialisation", cfg.name, exc)
-        return False
 
 
 def offline_weights(name: str) -> dict[str, torch.Tensor] | None:
@@ -144,7 +142,9 @@ def offline_weights(name: str) -> dict[str, torch.Tensor] | None:
 
     target = timm.create_model(name, pretrained=False).state_dict()
     # Both follow the TF graph order, so tensors pair up one to one; check every shape to be sure.
-    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
+    if len(source) != len(target) or any(
+        a.shape != b.shape for a, b in zip(source.values(), target.values(), strict=True)
+    ):
         raise KitError(f"weights in {files[0]} do not match timm's {name}; reinstall {OFFLINE_WEIGHTS[name]}")
     return dict(zip(target.keys(), source.values(), strict=True))
 

@@ -59,6 +59,17 @@ def save_fold(run_dir: Path, fold: int, model: torch.nn.Module, meta: dict) -> N
     atomic.write_text(run_dir / f"fold{fold}.json", json.dumps(meta, indent=1))
 
 
+def load_ensemble(run_dir: Path, task) -> tuple[torch.nn.Module, list[dict]]:
+    """The run's servable fold ensemble (eval mode, CPU) and the folds' preprocessing states."""
+    models, states = [], []
+    for weights, meta in load_folds(run_dir):
+        model = task.build_model(meta["preprocessing"])
+        model.load_state_dict(weights)
+        models.append(model)
+        states.append(meta["preprocessing"])
+    return task.ensemble(models, states).eval(), states
+
+
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:
     """(state_dict, metadata) of every fold checkpoint in `run_dir`, in fold order."""
     metas = sorted(run_dir.glob("fold*.json"), key=lambda p: int(p.stem[4:]))

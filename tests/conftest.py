@@ -25,3 +25,39 @@ def titanic_train() -> pd.DataFrame:
 @pytest.fixture
 def titanic_test() -> pd.DataFrame:
     return pd.read_csv(TITANIC / "test.csv", dtype=str, keep_default_na=False)
+
+
+def make_image(label: int, seed: int, size: int = 40):
+    """A small real JPEG-able picture whose colour and stripes depend on its class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    hue = np.array([(label * 37) % 256, (label * 91) % 256, (label * 151) % 256], dtype=np.float32)
+    image = np.tile(hue, (size, size, 1)) + rng.normal(0, 12, (size, size, 3))
+    image[:, :: 2 + label % 4] *= 0.6  # class-dependent stripes
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def food_dir(tmp_path) -> Path:
+    return write_food_dir(tmp_path / "food")
+
+
+@pytest.fixture(scope="module")
+def module_food_dir(tmp_path_factory) -> Path:
+    return write_food_dir(tmp_path_factory.mktemp("data") / "food")
+
+
+def write_food_dir(root: Path) -> Path:
+    """A tiny HW3-layout data set: 11 classes, train/ (4 each), valid/ (2 each), test/ (6 unlabeled)."""
+    for split, per_class in (("train", 4), ("valid", 2)):
+        (root / split).mkdir(parents=True)
+        for label in range(11):
+            for idx in range(per_class):
+                make_image(label, seed=label * 100 + idx + (50 if split == "valid" else 0)).save(
+                    root / split / f"{label}_{idx}.jpg")
+    (root / "test").mkdir()
+    for i in range(6):
+        make_image(i * 2 % 11, seed=999 + i).save(root / "test" / f"{i:04d}.jpg")
+    return root

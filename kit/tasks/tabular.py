@@ -22,14 +22,12 @@ class TabularTask:
     def __init__(self, config: Config):
         self.config = config
         self.spec = config.features
-        self.engineer = _load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
+        self.engineer = load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
 
     def load(self, split: str, path: Path | None = None) -> Samples:
-        default = self.config.path(getattr(self.config.data, split))
-        if path is None:
-            path = default
-        elif Path(path).is_dir():
-            path = Path(path) / default.name
+        path = Path(path) if path else self.config.path(getattr(self.config.data, split))
+        if path.is_dir():  # a folder holding the file the config names
+            path = path / Path(getattr(self.config.data, split)).name
         labelled = split == "train"
         frame = read_table(path, self.config, labelled=labelled)
         y = None
@@ -106,14 +104,7 @@ def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
         raise KitError(f"{path}: duplicate {data.id!r} values {duplicated[:5]}; each row needs a unique id")
-    for column in spec.raw_numeric:
-        text = frame[column]
-        number = pd.to_numeric(text, errors="coerce")
-        bad = (text.notna() & number.isna()) | np.isinf(number)
-        if bad.any():
-            row = int(bad.to_numpy().argmax())
-            raise KitError(f"{path}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r}")
-        frame[column] = number.astype(float)
+    frame = parse_numeric(frame, spec.raw_numeric, str(path))
     if labelled:
         target = frame[data.target]
         unknown = target[~target.isin(config.classes)]
@@ -126,7 +117,21 @@ def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
     return frame
 
 
-def _load_engineer(path: Path) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def parse_numeric(frame: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
+    """Columns as floats (empty -> NaN); a value that is not a finite number is refused with its line."""
+    frame = frame.copy()
+    for column in columns:
+        text = frame[column]
+        number = pd.to_numeric(text, errors="coerce")
+        bad = (text.notna() & number.isna()) | np.isinf(number)
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise KitError(f"{where}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r}")
+        frame[column] = number.astype(float)
+    return frame
+
+
+def load_engineer(path: Path) -> Callable[[pd.DataFrame], pd.DataFrame]:
     if not path.is_file():
         raise KitError(f"feature code not found: {path}; fix features.code in the competition config")
     spec = importlib.util.spec_from_file_location(f"kit_features_{path.parent.name}", path)

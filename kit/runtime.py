@@ -1,0 +1,168 @@
+"""Load an export (ONNX Runtime or TorchScript, CPU or CUDA) and predict; no training code involved.
+
+    model = kit.runtime.load("exports/food101-10", backend="onnx")
+    probs = model.predict_proba(["photo.jpg", pil_image, uint8_array])   # [N, classes]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.images import decode
+
+log = logging.getLogger(__name__)
+
+FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+
+
+class Predictor:
+    """One loaded export. `predict_proba` takes images (paths, PIL images, uint8 arrays) or table rows."""
+
+    def __init__(self, folder: Path, backend: str, device: str, threads: int | None):
+        self.folder, self.backend, self.device = folder, backend, device
+        self.meta = read_meta(folder)
+        self.classes: list[str] = self.meta["classes"]
+        self.task: str = self.meta["task"]
+        path = folder / FILES[backend]
+        if not path.is_file():
+            raise KitError(f"{path} is missing; re-run `make export COMP={self.meta['competition']}`")
+        from kit.export import sha256
+
+        if sha256(path) != self.meta["files"][FILES[backend]]["sha256"]:
+            raise KitError(f"{path} does not match the sha256 in meta.json (modified or corrupt); "
+                           f"re-run `make export COMP={self.meta['competition']}`")
+        self.run = self._load_onnx(path, threads) if backend == "onnx" else self._load_torchscript(path, threads)
+        self._check_shapes()
+
+    def _load_onnx(self, path: Path, threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            else:
+                log.warning("ONNX Runtime has no CUDA provider here; running on CPU")
+                self.device = "cpu"
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+            raise KitError(f"cannot load {path}: {exc}") from None
+        self.session = session
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+    def _load_torchscript(self, path: Path, threads: int | None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            log.warning("CUDA is not available; running TorchScript on CPU")
+            self.device = "cpu"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+                module = torch.jit.load(str(path), map_location=self.device).eval()
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError for bad archives
+            raise KitError(f"cannot load {path}: {exc}") from None
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+        return run
+
+    def _check_shapes(self) -> None:
+        shape = self.meta["input"]["shape"][1:]
+        dtype = np.uint8 if self.meta["input"]["dtype"] == "uint8" else np.float32
+        out = self.run(np.zeros([1, *shape], dtype=dtype))
+        if out.shape != (1, len(self.classes)):
+            raise KitError(f"the model in {self.folder} returns {out.shape[1]} classes but meta.json lists "
+                           f"{len(self.classes)}; re-run the export")
+
+    @property
+    def size(self) -> int:
+        return self.meta["input"]["size"][0]
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Class probabilities [N, classes] for images, or for table rows (dicts / a DataFrame)."""
+        return self.run(self.prepare(inputs))
+
+    def prepare(self, inputs: Any) -> np.ndarray:
+        """The model input for `inputs`, built the way meta.json documents."""
+        if self.task == "image":
+            items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+            if not items:
+                raise KitError("no images given")
+            return np.stack([self._image(item) for item in items])
+        return self._rows(inputs)
+
+    def _image(self, item: Any) -> np.ndarray:
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] not in (3, 4):
+                raise KitError(f"an image array must be uint8 HxWx3 (RGB); got {item.dtype} {item.shape}")
+            if item.shape[:2] == (self.size, self.size) and item.shape[2] == 3:
+                return item
+            from PIL import Image
+
+            item = Image.fromarray(item)
+        try:
+            return decode(item, self.size)
+        except ValueError as exc:
+            name = item if isinstance(item, (str, os.PathLike)) else "the image"
+            raise KitError(f"cannot read {name} as an image ({exc})") from None
+
+    def _rows(self, rows: Any) -> np.ndarray:
+        from kit.tasks.tabular import encode, load_engineer, parse_numeric  # feature code only, no training
+
+        features = self.meta["features"]
+        frame = pd.DataFrame([rows] if isinstance(rows, dict) else rows)
+        spec = features["spec"]
+        missing = [c for c in [*spec["raw_numeric"], *spec["raw_text"]] if c not in frame.columns]
+        if missing:
+            raise KitError(f"rows lack column(s) {missing}; expected {spec['raw_numeric'] + spec['raw_text']}")
+        frame = frame.astype(object).where(frame.notna(), None)
+        for column in spec["raw_text"]:
+            frame[column] = frame[column].map(lambda v: None if v is None or v == "" else str(v))
+        frame = parse_numeric(frame, spec["raw_numeric"], "input rows")
+        engineered = load_engineer(Path(features["code"]))(frame) if features["code"] else frame
+        return np.hstack([encode(engineered, state) for state in features["folds"]])
+
+
+def read_meta(folder: Path) -> dict:
+    folder = Path(folder)
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise KitError(f"no export at {folder} (meta.json missing); run `make export COMP=<name>` first")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise KitError(f"{path} is not valid JSON ({exc}); re-run the export") from None
+    needed = ["competition", "task", "classes", "input", "output", "files"]
+    lacking = [k for k in needed if k not in meta]
+    if lacking:
+        raise KitError(f"{path} lacks {lacking}; it was not written by `make export`; re-run the export")
+    return meta
+
+
+def load(path: str | os.PathLike, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Predictor:
+    """Load the export in folder `path` for `backend` ('onnx' or 'torchscript') on 'cpu' or 'cuda'."""
+    if backend not in FILES:
+        raise KitError(f"backend {backend!r} is not one of {sorted(FILES)}")
+    if device not in ("cpu", "cuda"):
+        raise KitError(f"device {device!r} is not 'cpu' or 'cuda'")
+    return Predictor(Path(path), backend, device, threads)
+

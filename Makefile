@@ -12,7 +12,10 @@ ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
 
-.PHONY: setup train predict export data bench test lint clean help
+PORT    ?= 7860
+EXPORTS ?= exports
+
+.PHONY: setup train predict export ui data bench test lint clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -34,6 +37,9 @@ predict: setup  ## fold ensemble on the test set -> submission.csv
 
 export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
 	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA))
+
+ui: setup  ## Gradio app over the exports, on http://127.0.0.1:$(PORT)
+	$(PY) -m ui.app --port $(PORT) --exports $(EXPORTS)
 
 data: setup  ## download the competition data (Kaggle credentials), or print the manual steps
 	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))

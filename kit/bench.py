@@ -148,3 +148,53 @@ def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[s
         rows.append((f"  {name}", f"batch 1 p50 {p50:.1f} ms ({p50 / base[0]:.2f}x eager), p95 {p95:.1f} ms; "
                                   f"batch 32 {rate:.0f} items/s ({rate / base[2]:.2f}x eager)"))
     return rows
+
+
+def ui_load(export_root: Path, competition: str, image: Path, clients: int = 4,
+            requests: int = 8) -> list[tuple[str, str]]:
+    """`clients` threads, each sending `requests` classify calls to the app on 127.0.0.1: rate, latency, errors."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    from ui.app import build
+
+    app = build(export_root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+
+    def client_loop(_: int) -> tuple[list[float], int]:
+        client = Client(url, verbose=False)
+        times, errors = [], 0
+        for _ in range(requests):
+            start = time.perf_counter()
+            try:
+                _, label, status = client.predict([handle_file(str(image))], competition, "ONNX Runtime", "cpu", 3,
+                                                  api_name="/classify")
+                if not label:
+                    raise RuntimeError(status)
+            except Exception as exc:  # noqa: BLE001 - any failed request counts as an error, and is logged
+                log.warning("ui request failed: %s", exc)
+                errors += 1
+            times.append(time.perf_counter() - start)
+        return times, errors
+
+    try:
+        client_loop(0)  # warm-up: model load and first request
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(client_loop, range(clients)))
+        wall = time.perf_counter() - start
+    finally:
+        app.close()
+    times = [t for ts, _ in results for t in ts]
+    errors = sum(e for _, e in results)
+    return [("ui", f"{clients} concurrent clients x {requests} requests on 127.0.0.1, one image each"),
+            ("  throughput", f"{len(times) / wall:.1f} requests/s"),
+            ("  latency", f"p50 {np.percentile(times, 50) * 1000:.0f} ms, "
+                          f"p95 {np.percentile(times, 95) * 1000:.0f} ms"),
+            ("  errors", str(errors))]

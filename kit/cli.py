@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         export_dir = args.exports / config.competition
         if (export_dir / "meta.json").is_file():
             rows += bench.inference(export_dir, args.threads)
+            if config.task == "image":
+                from kit.images import list_unlabelled
+
+                image = list_unlabelled(config.path(config.data.test))[0]
+                rows += bench.ui_load(args.exports, config.competition, image)
         else:
             rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={config.competition})"))
         width = max(len(k) for k, _ in rows)

@@ -44,11 +44,6 @@ def food_dir(tmp_path) -> Path:
     return write_food_dir(tmp_path / "food")
 
 
-@pytest.fixture(scope="module")
-def module_food_dir(tmp_path_factory) -> Path:
-    return write_food_dir(tmp_path_factory.mktemp("data") / "food")
-
-
 def write_food_dir(root: Path) -> Path:
     """A tiny HW3-layout data set: 11 classes, train/ (4 each), valid/ (2 each), test/ (6 unlabeled)."""
     for split, per_class in (("train", 4), ("valid", 2)):
@@ -61,3 +56,30 @@ def write_food_dir(root: Path) -> Path:
     for i in range(6):
         make_image(i * 2 % 11, seed=999 + i).save(root / "test" / f"{i:04d}.jpg")
     return root
+
+
+@pytest.fixture(scope="session")
+def image_export(tmp_path_factory):
+    """A tiny trained lite0 ensemble (2 folds, 2 TTA views) on generated HW3 images, exported."""
+    food_dir = write_food_dir(tmp_path_factory.mktemp("data") / "food")
+    tmp = tmp_path_factory.mktemp("image-export")
+    settings = (f"image.cache_dir={tmp / 'cache'} image.size=32 model.pretrained=none train.epochs=1 cv.folds=2 "
+                "tta.views=[identity,hflip]")
+    train = run_kit("train", "--comp", "food11", "--runs", str(tmp / "runs"), "--data", str(food_dir),
+                    "--set", settings)
+    assert train.returncode == 0, train.stderr
+    export = run_kit("export", "--comp", "food11", "--runs", str(tmp / "runs"), "--exports", str(tmp / "exports"),
+                     "--set", settings)
+    assert export.returncode == 0, export.stderr
+    return tmp, food_dir, settings
+
+
+@pytest.fixture(scope="session")
+def titanic_export(tmp_path_factory):
+    """A small Titanic run (2 folds), exported."""
+    tmp = tmp_path_factory.mktemp("titanic-export")
+    assert run_kit("train", "--comp", "titanic", "--runs", str(tmp / "runs"), "--set",
+                   "cv.folds=2 train.epochs=3").returncode == 0
+    result = run_kit("export", "--comp", "titanic", "--runs", str(tmp / "runs"), "--exports", str(tmp / "exports"))
+    assert result.returncode == 0, result.stderr
+    return tmp

@@ -15,32 +15,6 @@ from kit.errors import KitError
 from kit.tasks import get_task
 
 
-@pytest.fixture(scope="module")
-def image_export(tmp_path_factory, request):
-    """A tiny trained lite0 ensemble (2 folds, 2 TTA views) on generated HW3 images, exported."""
-    food_dir = request.getfixturevalue("module_food_dir")
-    tmp = tmp_path_factory.mktemp("image-export")
-    settings = (f"image.cache_dir={tmp / 'cache'} image.size=32 model.pretrained=none train.epochs=1 cv.folds=2 "
-                "tta.views=[identity,hflip]")
-    train = run_kit("train", "--comp", "food11", "--runs", str(tmp / "runs"), "--data", str(food_dir),
-                    "--set", settings)
-    assert train.returncode == 0, train.stderr
-    export = run_kit("export", "--comp", "food11", "--runs", str(tmp / "runs"), "--exports", str(tmp / "exports"),
-                     "--set", settings)
-    assert export.returncode == 0, export.stderr
-    return tmp, food_dir, settings
-
-
-@pytest.fixture(scope="module")
-def titanic_export(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("titanic-export")
-    assert run_kit("train", "--comp", "titanic", "--runs", str(tmp / "runs"), "--set",
-                   "cv.folds=2 train.epochs=3").returncode == 0
-    result = run_kit("export", "--comp", "titanic", "--runs", str(tmp / "runs"), "--exports", str(tmp / "exports"))
-    assert result.returncode == 0, result.stderr
-    return tmp
-
-
 def test_image_export_writes_the_documented_contract(image_export):
     tmp, _, _ = image_export
     folder = tmp / "exports" / "food11"

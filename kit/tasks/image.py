@@ -91,7 +91,7 @@ class ImageTask:
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         step = self.config.image.batch_size
         for start in range(0, len(samples), step):
-            yield torch.from_numpy(np.ascontiguousarray(samples.data[start : start + step]))
+            yield torch.from_numpy(np.array(samples.data[start : start + step]))  # a writable copy of the cache rows
 
 
 class CachedImages(Dataset):

@@ -173,8 +173,8 @@ def ui_load(export_root: Path, competition: str, image: Path, clients: int = 4,
         for _ in range(requests):
             start = time.perf_counter()
             try:
-                _, label, status = client.predict([handle_file(str(image))], competition, "ONNX Runtime", "cpu", 3,
-                                                  api_name="/classify")
+                _, label, status = client.predict([handle_file(str(image))], None, competition, "ONNX Runtime",
+                                                  "cpu", 3, api_name="/classify")
                 if not label:
                     raise RuntimeError(status)
             except Exception as exc:  # noqa: BLE001 - any failed request counts as an error, and is logged

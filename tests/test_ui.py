@@ -45,7 +45,8 @@ def app_url(exports):
 
 
 def classify(client, *paths, backend="ONNX Runtime"):
-    return client.predict([handle_file(str(p)) for p in paths], "food11", backend, "cpu", 3, api_name="/classify")
+    return client.predict([handle_file(str(p)) for p in paths], None, "food11", backend, "cpu", 3,
+                          api_name="/classify")
 
 
 @pytest.mark.parametrize("backend", ["ONNX Runtime", "TorchScript"])
@@ -79,6 +80,16 @@ def test_bad_files_get_a_message_and_the_server_keeps_serving(app_url, image_exp
     assert len(gallery) == 1 and label["label"] and "Skipped" in status
 
 
+def test_single_picture_input_and_empty_drop(app_url, image_export):
+    client = Client(app_url, verbose=False)
+    image = sorted((image_export[1] / "valid").glob("*.jpg"))[2]
+    gallery, label, status = client.predict(None, handle_file(str(image)), "food11", "ONNX Runtime", "cpu", 2,
+                                            api_name="/classify")
+    assert len(gallery) == 1 and len(label["confidences"]) == 2
+    _, _, status = client.predict(None, None, "food11", "ONNX Runtime", "cpu", 2, api_name="/classify")
+    assert status == "Drop one or more images first."
+
+
 def test_titanic_form_gives_a_survival_probability(app_url):
     client = Client(app_url, verbose=False)
     woman = client.predict("1", "female", 30, 80.0, 1, 0, "C", "Mrs", "C85", "ONNX Runtime", "cpu",
@@ -90,7 +101,10 @@ def test_titanic_form_gives_a_survival_probability(app_url):
 
 
 def test_no_exports_is_a_clear_error(tmp_path):
-    with pytest.raises(KitError, match="no exports in .*make export"):
+    with pytest.raises(KitError, match="no usable exports in .*make export"):
+        build(tmp_path)
+    (tmp_path / "food11").mkdir()  # an export folder without meta.json is named, not served
+    with pytest.raises(KitError, match="no usable exports"):
         build(tmp_path)
 
 

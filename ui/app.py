@@ -24,15 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"ONNX Runtime": "onnx", "TorchScript": "torchscript"}
 
 
-def find_exports(root: Path) -> dict[str, dict]:
-    """{competition: meta} for every readable export under `root`."""
-    found = {}
-    for meta_path in sorted(Path(root).glob("*/meta.json")):
+def find_exports(root: Path) -> tuple[dict[str, dict], list[str]]:
+    """({competition: meta} for every readable export under `root`, [problems with the others])."""
+    found, problems = {}, []
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.startswith(".")):
         try:
-            found[meta_path.parent.name] = runtime.read_meta(meta_path.parent)
-        except KitError:
-            continue
-    return found
+            found[folder.name] = runtime.read_meta(folder)
+        except KitError as exc:
+            problems.append(f"{exc} (make export COMP={folder.name})")
+    return found, problems
 
 
 def devices() -> list[str]:
@@ -51,9 +51,11 @@ def about(meta: dict) -> str:
 
 def build(exports: Path = ROOT / "exports") -> gr.Blocks:
     """The app; raises KitError when there is nothing to serve."""
-    metas = find_exports(exports)
+    metas, problems = find_exports(exports)
+    for problem in problems:
+        print(f"warning: skipping an export: {problem}", file=sys.stderr)
     if not metas:
-        raise KitError(f"no exports in {exports}; train and export first: "
+        raise KitError(f"no usable exports in {exports}; train and export first: "
                        "make train COMP=food101-10 && make export COMP=food101-10")
     image_comps = [c for c, m in metas.items() if m["task"] == "image"]
     tabular = next((c for c, m in metas.items() if m["task"] == "tabular"), None)
@@ -62,8 +64,9 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
     def model(comp: str, backend: str, device: str) -> runtime.Predictor:
         return runtime.load(exports / comp, backend=BACKENDS.get(backend, backend), device=device)
 
-    def classify(files, comp: str, backend: str, device: str, top_k: int):
+    def classify(files, single, comp: str, backend: str, device: str, top_k: int):
         """Top-k per image; unreadable files get a message, the rest are still classified."""
+        files = [*(files or []), *([single] if single else [])]
         if not files:
             return [], {}, "Drop one or more images first."
         try:
@@ -116,6 +119,9 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         device = gr.Radio(devices(), value="cpu", label="Device")
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
                         files = gr.File(file_count="multiple", file_types=["image"], label="Drop images here")
+                        with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
+                            single = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
+                                              label="Picture")
                         button = gr.Button("Classify", variant="primary")
                     with gr.Column():
                         label = gr.Label(label="First image: top classes")
@@ -123,7 +129,7 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         status = gr.Markdown()
                         info = gr.Markdown(about(metas[image_comps[0]]))
                 comp.change(lambda c: about(metas[c]), comp, info)
-                button.click(classify, [files, comp, backend, device, top_k], [gallery, label, status],
+                button.click(classify, [files, single, comp, backend, device, top_k], [gallery, label, status],
                              api_name="classify")
                 examples = sorted((ROOT / "competitions" / image_comps[0] / "data" / "test").glob("*.jpg"))[:4]
                 if examples:

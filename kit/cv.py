@@ -55,6 +55,8 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     if data is not None:  # the run's config.yaml records where its training data came from
         config.data.train = str(Path(data).resolve())
     if config.cv.folds == "given":
+        if train.is_valid is None or not train.is_valid.any():
+            raise KitError("cv.folds=given needs data with its own validation split (an image folder with valid/)")
         splits = [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
     else:
         splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)

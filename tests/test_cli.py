@@ -122,6 +122,7 @@ def test_duplicate_test_ids_are_refused(titanic_run, tmp_path, titanic_test):
         (["train", "--comp", "nope"], "unknown competition 'nope'; known competitions: "),
         (["train", "--comp", "titanic", "--set", "train.epoch=3"], "unknown config key 'train.epoch'"),
         (["train", "--comp", "titanic", "--set", "cv.folds=-1"], "'cv.folds' is -1; it must be at least 2"),
+        (["train", "--comp", "titanic", "--set", "cv.folds=given"], "cv.folds=given needs data with its own"),
         (["train", "--comp", "titanic", "--data", "/no/such/file.csv"], "training file not found: /no/such/file.csv"),
         (["predict", "--comp", "titanic", "--run", "nope"], "run 'nope' found"),
     ],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ import kit
 from kit import runs
 from kit.config import Config
 from kit.errors import KitError
+from kit.runtime import sha256
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -140,14 +140,6 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
                             "folds": states}
         meta["tta"] = None
     return meta
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,8 +36,6 @@ class Predictor:
         path = folder / FILES[backend]
         if not path.is_file():
             raise KitError(f"{path} is missing; re-run `make export COMP={self.meta['competition']}`")
-        from kit.export import sha256
-
         if sha256(path) != self.meta["files"][FILES[backend]]["sha256"]:
             raise KitError(f"{path} does not match the sha256 in meta.json (modified or corrupt); "
                            f"re-run `make export COMP={self.meta['competition']}`")
@@ -140,6 +139,14 @@ class Predictor:
         frame = parse_numeric(frame, spec["raw_numeric"], "input rows")
         engineered = load_engineer(Path(features["code"]))(frame) if features["code"] else frame
         return np.hstack([encode(engineered, state) for state in features["folds"]])
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_meta(folder: Path) -> dict:

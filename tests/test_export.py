@@ -24,7 +24,7 @@ def test_image_export_writes_the_documented_contract(image_export):
     assert meta["output"]["name"] == "probs" and len(meta["classes"]) == 11 and meta["folds"] == 2
     assert meta["tta"]["views"] == ["identity", "hflip"] and "oof" in meta["cv"]
     assert meta["parity"]["onnx_max_abs_diff"] <= 1e-4 and meta["parity"]["batch_sizes"] == [1, 7]
-    assert meta["files"]["model.onnx"]["sha256"] == kit_export.sha256(folder / "model.onnx")
+    assert meta["files"]["model.onnx"]["sha256"] == runtime.sha256(folder / "model.onnx")
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torchscript"])

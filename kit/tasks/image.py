@@ -33,8 +33,8 @@ class ImageTask:
         if not root.is_dir() and self.config.data.kaggle:
             from kit.download import manual_steps
 
-            raise KitError(f"no {self.config.competition} data at {root} (looked there because DATA was not given)."
-                           f"\n{manual_steps(self.config, root)}")
+            where = "DATA" if path else "the config's default folder; DATA=... points elsewhere"
+            raise KitError(f"no {self.config.competition} data at {root} ({where}).\n{manual_steps(self.config, root)}")
         folders = split_folders(root)
         if self.config.cv.folds == "given" and "valid" not in folders:
             raise KitError(f"cv.folds=given needs a valid/ folder beside train/ in {root}")

@@ -6,8 +6,10 @@ COMP    ?= titanic
 KIT      = $(PY) -m kit
 
 # Optional: DATA (training data), TEST (test data), OUT (submission path), RUN (run id), SET ("k=v k=v"),
-# FROM (run | export), BACKEND (onnx | torchscript)
+# FROM (run | export), BACKEND (onnx | torchscript), RESUME (1 = the latest run, or a run id),
+# NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC)
 ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
+TRAINER = $(if $(NPROC),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m kit,$(KIT))
 
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
@@ -28,8 +30,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install kit with its dev tools
 
-train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/
-	$(KIT) train $(ARGS) $(if $(DATA),--data $(DATA))
+train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
+	$(TRAINER) train $(ARGS) $(if $(DATA),--data $(DATA)) \
+		$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 predict: setup  ## fold ensemble on the test set -> submission.csv
 	$(KIT) predict $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \

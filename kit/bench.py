@@ -68,7 +68,7 @@ def image_pipeline(config: Config, data: Path | None, limit: int) -> list[tuple[
     if len(paths) < 3 * batch:
         raise KitError(f"bench needs at least {3 * batch} training images in {root}; found {len(paths)}")
     task = get_task(config)
-    transform = augmentation(config.augment, size, seed=0)
+    transform = augmentation(config.augment, size)
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kit.errors import KitError
+from kit.errors import KitError, describe_os_error
 
 
 class _TqdmHandler(logging.Handler):
@@ -34,6 +34,10 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding training runs")
     train = sub.add_parser("train", parents=[common], help="k-fold cross-validated training")
     train.add_argument("--data", type=Path, help="training data (file or folder) instead of the config's")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
+                       help="continue an interrupted run (default: the latest) from its last epoch checkpoint")
+    train.add_argument("--parallel", choices=["data", "folds"], default="data",
+                       help="under torchrun: all ranks train each fold (data) or ranks train different folds")
     predict = sub.add_parser("predict", parents=[common], help="fold ensemble on the test set -> submission.csv")
     predict.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
     predict.add_argument("--test", type=Path, help="test data (file or folder) instead of the config's")
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only or missing folder
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from kit.cv import cross_validate
 
-        cross_validate(config, args.data, args.runs)
+        cross_validate(config, args.data, args.runs, args.resume, args.parallel)
     elif args.command == "predict" and args.source == "export":
         from kit.predict import predict_export
 

@@ -38,7 +38,11 @@ class FeaturesConfig:
 
 @dataclass
 class ImageConfig:
-    size: int = 160  # images are decoded once, resized to size x size (aspect squashed) and cached
+    size: int = 160  # training crops are size x size
+    # Images are decoded once at test_size x test_size (aspect squashed) and cached; validation, OOF, test and
+    # exports run at that size. Larger than `size` helps: random-resized-crop training shows objects bigger
+    # than a whole-image resize does, and testing at ~1.2-1.4x the crop size makes up for it (FixRes).
+    test_size: int = 0  # 0: the same as size
     mean: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
     std: list[float] | None = None
     cache_dir: str = ".cache/kit"  # relative to the working directory
@@ -97,6 +101,7 @@ class TrainConfig:
     patience: int = 5  # epochs without improvement before stopping
     min_delta: float = 0.0  # smallest change of the monitored value that counts as improvement
     seed: int = 42
+    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU kernels; CPU runs repeat anyway)
     num_workers: int = 0
 
 
@@ -121,11 +126,12 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
 
     @property
     def root(self) -> Path:
         """The competition folder; relative paths in the config resolve against it."""
-        return COMPETITIONS_DIR / self.competition
+        return Path(self.folder) if self.folder else COMPETITIONS_DIR / self.competition
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -137,11 +143,16 @@ def known_competitions() -> list[str]:
 
 
 def load_config(competition: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read competitions/<competition>/config.yaml and apply `key=value` overrides."""
-    path = COMPETITIONS_DIR / competition / "config.yaml"
+    """Read competitions/<competition>/config.yaml (or <folder>/config.yaml for a path) and apply overrides."""
+    folder = Path(competition).expanduser()
+    is_path = "/" in competition or competition.startswith(".")
+    path = (folder if is_path else COMPETITIONS_DIR / competition) / "config.yaml"
     if not path.is_file():
         known = ", ".join(known_competitions()) or "none"
-        raise KitError(f"unknown competition {competition!r}; known competitions: {known}")
+        if is_path:
+            raise KitError(f"no config.yaml in {folder}; a competition folder holds config.yaml and its data")
+        raise KitError(f"unknown competition {competition!r}; known competitions: {known} "
+                       "(or give a folder path holding a config.yaml)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -150,12 +161,19 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = ()) -
         raise KitError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise KitError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    raw.setdefault("competition", competition)
+    raw.setdefault("competition", folder.resolve().name if is_path else competition)
+    if is_path:
+        raw["folder"] = str(folder.resolve())
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise KitError(f"override {item!r} is not of the form key=value (e.g. cv.folds=10)")
-        _set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else "", item)
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise KitError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
+                           "quote it, e.g. key='[text'") from None
+        _set_path(raw, key.strip(), parsed, item)
     config = build(Config, raw, where=str(path))
     check_ranges(config)
     return config
@@ -166,6 +184,8 @@ def check_ranges(config: Config) -> None:
     rules = [
         *([("cv.folds", config.cv.folds, 2, "at least 2 (or 'given')")] if config.cv.folds != "given" else []),
         ("image.size", config.image.size, 16, "at least 16"),
+        *([("image.test_size", config.image.test_size, 16, "at least 16 (or 0: the same as size)")]
+          if config.image.test_size else []),
         ("image.decode_workers", config.image.decode_workers, 1, "at least 1"),
         ("train.mixup", config.train.mixup, 0, "0 (off) or more"),
         ("train.cutmix", config.train.cutmix, 0, "0 (off) or more"),

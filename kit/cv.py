@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from sklearn.model_selection import StratifiedKFold
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from kit import atomic, plots, runs
+from kit import atomic, distributed, plots, runs
 from kit.config import Config, to_dict
+from kit.distributed import SINGLE, Dist
 from kit.ensemble import predict_proba
-from kit.errors import KitError
+from kit.errors import KitError, describe_os_error
 from kit.tasks import Samples, get_task
 from kit.trainer import fit
 
@@ -47,11 +49,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = runs.RUNS_DIR) -> Path:
-    """Train every fold, write checkpoints, oof.csv, metrics.json, logs and plots; return the run folder."""
+def make_deterministic() -> None:
+    """`train.deterministic: true`: refuse non-deterministic kernels (they matter on GPU; CPU is already)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
+def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = runs.RUNS_DIR,
+                   resume: str | None = None, parallel: str = "data") -> Path:
+    """Train every fold, write checkpoints, oof.csv, metrics.json, logs and plots; return the run folder.
+
+    `resume` (a run id, or "latest") continues an interrupted run: finished folds are kept and an unfinished
+    fold continues from its last epoch. Under torchrun the ranks train each fold together (`parallel="data"`)
+    or different folds (`parallel="folds"`); either way rank 0 writes the run's outputs, once.
+    """
+    dist = distributed.setup()
+    if not dist.main and parallel == "data":
+        logging.getLogger("kit").setLevel(logging.WARNING)  # rank 0 reports for everyone
+    if config.train.deterministic:
+        make_deterministic()
     task = get_task(config)
     started = time.perf_counter()
+    if not dist.main:
+        dist.barrier()  # rank 0 decodes the images into the cache first; the others then read it
     train = task.load("train", data)
+    if dist.main:
+        dist.barrier()
     if data is not None:  # the run's config.yaml records where its training data came from
         config.data.train = str(Path(data).resolve())
     if config.cv.folds == "given":
@@ -60,49 +84,97 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
         splits = [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
     else:
         splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)
-    run_dir = runs.new_run(config, runs_dir)
-    log.info("run %s: %d training rows, %d folds", run_dir, len(train), len(splits))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fold_of = np.full(len(train), -1, dtype=np.int64)
+    for fold, (_, valid_idx) in enumerate(splits):
+        fold_of[valid_idx] = fold
+    run_dir = Path(dist.from_main(lambda: str(open_run(config, train.ids, fold_of, runs_dir, resume))))
+    done = dist.from_main(lambda: [runs.fold_done(run_dir, k) for k in range(len(splits))])
+    mine = range(len(splits)) if parallel == "data" else range(dist.rank, len(splits), dist.world)
+    log.info("run %s: %d training rows, %d folds%s", run_dir, len(train), len(splits),
+             f", {dist.world} processes ({parallel}-parallel)" if dist.world > 1 else "")
+    writes = dist.main or parallel == "folds"
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if writes else None
+    try:
+        for fold in tqdm(mine, desc="folds", unit="fold", disable=None):
+            if done[fold]:
+                log.info("fold %d: finished earlier, kept", fold)
+                continue
+            train_fold(task, config, train, splits[fold], fold, run_dir, dist if parallel == "data" else SINGLE,
+                       writer)
+        dist.barrier()
+        if dist.main:
+            summarize_run(config, train, splits, run_dir, time.perf_counter() - started)
+    except OSError as exc:  # e.g. the disk filled up: what is finished stays, and the run can go on later
+        raise KitError(f"{describe_os_error(exc)}; then continue the run with "
+                       f"`make train COMP={config.competition} RESUME={run_dir.name}`") from None
+    finally:
+        if writer:
+            writer.close()
+    distributed.teardown()
+    return run_dir
+
+
+def open_run(config: Config, ids: list[str], fold_of: np.ndarray, runs_dir: Path, resume: str | None) -> Path:
+    if resume is None:
+        run_dir = runs.new_run(config, runs_dir)
+        runs.write_folds(run_dir, ids, fold_of)
+        return run_dir
+    run_dir = runs.find_run(config.competition, None if resume == "latest" else resume, runs_dir)
+    runs.check_resumable(run_dir, config, ids, fold_of)
+    for stale in run_dir.glob(".*.tmp"):  # a write that the interruption cut short
+        stale.unlink()
+    log.info("resuming %s", run_dir)
+    return run_dir
+
+
+def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,
+               run_dir: Path, dist: Dist, writer: SummaryWriter | None) -> None:
+    """Train one fold (from its resume checkpoint when there is one) and save it with its OOF probabilities."""
+    fold_start = time.perf_counter()
+    seed = config.train.seed + fold
+    seed_everything(seed)
+    part, valid = train.subset(split[0]), train.subset(split[1])
+    state = task.fit(part)
+    model = task.build_model(state, pretrained=True).to(dist.device)
+    weights = None
+    if config.train.class_weights:  # inverse frequency, normalised to mean 1
+        counts = np.bincount(part.y, minlength=len(config.classes)).astype(np.float32)
+        weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
+
+    def on_epoch(row: dict) -> None:
+        for key, value in row.items():
+            if writer and key not in ("epoch", "best"):
+                writer.add_scalar(f"fold{fold}/{key}", value, row["epoch"])
+
+    result = fit(model, task.dataset(part, state, train=True), task.dataset(valid, state, train=False),
+                 config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}", class_weights=weights,
+                 checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist)
+    if not dist.main:
+        return
+    probs = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()
+    score = float((probs.argmax(1) == valid.y).mean())
+    row = {"fold": fold, "accuracy": score, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+           "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}
+    meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "score": score,
+            "preprocessing": state, "summary": row, "history": result.history}
+    runs.save_fold(run_dir, fold, model.cpu(), meta, probs)
+    log.info("fold %d: accuracy %.4f (best epoch %d of %d)", fold, score, result.best_epoch, result.epochs_run)
+
+
+def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, seconds: float) -> None:
+    """Gather the finished folds from disk into oof.csv, metrics.json, log.csv and the plots."""
     oof = np.zeros((len(train), len(config.classes)), dtype=np.float32)
     fold_of = np.full(len(train), -1, dtype=np.int64)
     fold_rows, epoch_rows = [], []
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    for fold, (train_idx, valid_idx) in enumerate(tqdm(splits, desc="folds", unit="fold", disable=None)):
-        fold_start = time.perf_counter()
-        seed = config.train.seed + fold
-        seed_everything(seed)
-        part, valid = train.subset(train_idx), train.subset(valid_idx)
-        state = task.fit(part)
-        model = task.build_model(state, pretrained=True).to(device)
-        weights = None
-        if config.train.class_weights:  # inverse frequency, normalised to mean 1
-            counts = np.bincount(part.y, minlength=len(config.classes)).astype(np.float32)
-            weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
-
-        def on_epoch(row: dict, fold: int = fold) -> None:
-            epoch_rows.append({"fold": fold, **row})
-            for key, value in row.items():
-                if key not in ("epoch", "best"):
-                    writer.add_scalar(f"fold{fold}/{key}", value, row["epoch"])
-
-        result = fit(model, task.dataset(part, state, train=True), task.dataset(valid, state, train=False),
-                     config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}", class_weights=weights)
-        oof[valid_idx] = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()
-        fold_of[valid_idx] = fold
-        score = float((oof[valid_idx].argmax(1) == valid.y).mean())
-        meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                "score": score, "preprocessing": state}
-        runs.save_fold(run_dir, fold, model.cpu(), meta)
-        fold_rows.append({"fold": fold, "accuracy": score, "best_epoch": result.best_epoch,
-                          "epochs_run": result.epochs_run, "train_rows": len(part), "valid_rows": len(valid),
-                          "seconds": round(time.perf_counter() - fold_start, 2)})
-        log.info("fold %d: accuracy %.4f (best epoch %d of %d)", fold, score, result.best_epoch, result.epochs_run)
-    writer.close()
-    summary = summarize(config, train, oof, fold_of, fold_rows, time.perf_counter() - started)
+    for fold, (_, valid_idx) in enumerate(splits):
+        meta, probs = runs.fold_result(run_dir, fold)
+        oof[valid_idx], fold_of[valid_idx] = probs, fold
+        fold_rows.append(meta["summary"])
+        epoch_rows += [{"fold": fold, **row} for row in meta["history"]]
+    summary = summarize(config, train, oof, fold_of, fold_rows, seconds)
     write_outputs(run_dir, config, train, oof, fold_of, summary, epoch_rows)
     log.info("CV accuracy %.4f ± %.4f over %d folds; OOF accuracy %.4f  (%s)",
              summary["cv"]["mean"], summary["cv"]["std"], len(splits), summary["cv"]["oof"], run_dir)
-    return run_dir
 
 
 def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray, fold_rows: list[dict],

@@ -19,6 +19,7 @@ from kit.errors import KitError
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MIN_SIDE = 8  # smaller pictures carry nothing to classify (a 1x1 image is a broken export, not a photo)
 SPLIT_NAMES = {"train": ("train", "training"), "valid": ("valid", "validation", "val")}
 
 
@@ -39,6 +40,9 @@ def decode(source: str | os.PathLike | Image.Image, size: int) -> np.ndarray:
 
 
 def _to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(f"the image is {image.size[0]}x{image.size[1]} pixels, too small to classify "
+                         f"(at least {MIN_SIDE}x{MIN_SIDE})")
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -99,32 +103,31 @@ def list_unlabelled(folder: Path) -> list[Path]:
     return paths
 
 
-def cached_decode(paths: list[Path], size: int, cache_dir: Path, workers: int = 2) -> tuple[np.ndarray, list[int]]:
+def cached_decode(paths: list[Path], size: int, cache_dir: Path, workers: int = 2) -> tuple[np.ndarray, dict[int, str]]:
     """Decode `paths` once into a memory-mapped uint8 [N, size, size, 3] array, reused while no file changes.
 
     The cache key covers the file list, sizes and modification times, and the decode size. Returns the
-    array and the indices of files that could not be decoded (their rows are zeros).
+    array and {index: reason} for the files that could not be decoded (their rows are zeros).
     """
     key = _cache_key(paths, size)
     array_path, meta_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if array_path.is_file() and meta_path.is_file():
         log.info("image cache hit: %d images at %dpx (%s)", len(paths), size, array_path)
-        return np.load(array_path, mmap_mode="r"), json.loads(meta_path.read_text())["bad"]
+        return np.load(array_path, mmap_mode="r"), {int(i): why for i, why in json.loads(meta_path.read_text())["bad"]}
     cache_dir.mkdir(parents=True, exist_ok=True)
-    bad: list[int] = []
+    bad: dict[int, str] = {}
     with atomic.atomic_path(array_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
             results = pool.map(_decode_or_none, [str(p) for p in paths], [size] * len(paths), chunksize=16)
             for i, image in enumerate(tqdm(results, total=len(paths), desc="decoding", unit="img", disable=None)):
                 if isinstance(image, str):
-                    bad.append(i)
-                    log.warning("skipping unreadable image %s (%s)", paths[i], image)
+                    bad[i] = image
                 else:
                     out[i] = image
         out.flush()
         del out
-    atomic.write_text(meta_path, json.dumps({"count": len(paths), "size": size, "bad": bad}))
+    atomic.write_text(meta_path, json.dumps({"count": len(paths), "size": size, "bad": list(bad.items())}))
     return np.load(array_path, mmap_mode="r"), bad
 
 
@@ -136,7 +139,7 @@ def _decode_or_none(path: str, size: int) -> np.ndarray | str:
 
 
 def _cache_key(paths: list[Path], size: int) -> str:
-    digest = hashlib.sha256(f"v1 {size}".encode())
+    digest = hashlib.sha256(f"v2 {size}".encode())
     for p in paths:
         stat = p.stat()
         digest.update(f"\n{p.resolve()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())

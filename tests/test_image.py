@@ -64,7 +64,7 @@ def test_odd_but_valid_images_decode_to_rgb(tmp_path):
     rgba.save(tmp_path / "alpha.png")
     Image.new("L", (50, 50), 128).save(tmp_path / "grey.jpg")
     Image.new("CMYK", (50, 50), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
-    Image.new("RGB", (1, 1), (0, 0, 255)).save(tmp_path / "tiny.png")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(tmp_path / "tiny.png")  # the smallest accepted; 1x1 is refused
     assert (decode(tmp_path / "alpha.png", 16) == 255).all()
     assert (decode(tmp_path / "grey.jpg", 16) == 128).all()
     cmyk = decode(tmp_path / "cmyk.jpg", 16).reshape(-1, 3).mean(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,9 +52,9 @@ class ImageTask:
             labels += found_labels
             is_valid += [split == "valid"] * len(found)
         images, bad = self._decode(paths)
-        keep = np.setdiff1d(np.arange(len(paths)), bad)
-        if len(bad):
-            log.warning("left out %d unreadable image(s): %s", len(bad), ", ".join(str(paths[i]) for i in bad[:5]))
+        keep = np.setdiff1d(np.arange(len(paths)), list(bad))
+        if bad:
+            log.warning("left out %d unreadable training image(s): %s", len(bad), describe_bad(paths, bad))
             images = images[keep]
         ids = [str(paths[i].relative_to(root)) for i in keep]
         return Samples(ids, np.asarray(labels, dtype=np.int64)[keep], images, np.asarray(is_valid)[keep])
@@ -63,21 +64,21 @@ class ImageTask:
         paths = list_unlabelled(folder)
         images, bad = self._decode(paths)
         if bad:
-            names = ", ".join(str(paths[i]) for i in bad[:5])
-            raise KitError(f"cannot predict: {len(bad)} unreadable test image(s): {names}; replace or remove them")
+            raise KitError(f"cannot predict: {len(bad)} unreadable test image(s): {describe_bad(paths, bad)}; "
+                           "every test image needs a prediction, so replace or remove them")
         return Samples([p.stem for p in paths], None, images)
 
-    def _decode(self, paths: list[Path]) -> tuple[np.ndarray, list[int]]:
+    def _decode(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]:
         cfg = self.config.image
-        return cached_decode(paths, cfg.size, Path(cfg.cache_dir), cfg.decode_workers)
+        return cached_decode(paths, cfg.test_size or cfg.size, Path(cfg.cache_dir), cfg.decode_workers)
 
     def fit(self, train: Samples) -> dict:
         mean, std = image_norm(self.config.model)
-        return {"size": self.config.image.size, "mean": self.config.image.mean or mean,
-                "std": self.config.image.std or std}
+        cfg = self.config.image
+        return {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
 
     def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
-        transform = augmentation(self.config.augment, state["size"], self.config.train.seed) if train else None
+        transform = augmentation(self.config.augment, state["crop"]) if train else None
         return CachedImages(samples.data, samples.y, transform)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
@@ -94,11 +95,21 @@ class ImageTask:
             yield torch.from_numpy(np.array(samples.data[start : start + step]))  # a writable copy of the cache rows
 
 
+def describe_bad(paths: list[Path], bad: dict[int, str], shown: int = 5) -> str:
+    text = "; ".join(f"{paths[i]} ({why})" for i, why in list(bad.items())[:shown])
+    return text + (f"; and {len(bad) - shown} more" if len(bad) > shown else "")
+
+
 class CachedImages(Dataset):
     """(uint8 HWC image, label) pairs read from the decoded cache, augmented when a transform is given."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | None):
         self.images, self.labels, self.transform = images, labels, transform
+        self.seed = 0
+
+    def reseed(self, seed: int) -> None:
+        """Sample i's augmentation draws from (seed, i): the same in any worker, rank or resumed run."""
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.images)
@@ -106,11 +117,13 @@ class CachedImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = np.asarray(self.images[i])
         if self.transform is not None:
+            rng = np.random.default_rng([self.seed, i])
+            self.transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             image = self.transform(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
 
 
-def augmentation(cfg: AugmentConfig, size: int, seed: int) -> A.Compose:
+def augmentation(cfg: AugmentConfig, size: int) -> A.Compose:
     """The training pipeline from config: random resized crop, flips, rotation, colour jitter."""
     steps = [A.RandomResizedCrop(size=(size, size), scale=tuple(cfg.scale), ratio=tuple(cfg.ratio))]
     if cfg.hflip > 0:
@@ -122,4 +135,4 @@ def augmentation(cfg: AugmentConfig, size: int, seed: int) -> A.Compose:
     if cfg.color_jitter > 0:
         j = cfg.color_jitter
         steps.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=cfg.hue, p=0.8))
-    return A.Compose(steps, seed=seed)
+    return A.Compose(steps)

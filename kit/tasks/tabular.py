@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from kit.ensemble import FoldEnsemble
 from kit.errors import KitError
 from kit.models import MLP
 from kit.tasks import Samples
+
+log = logging.getLogger(__name__)
 
 
 class TabularTask:
@@ -58,6 +61,7 @@ class TabularTask:
         return FoldEnsemble(members)
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
+        warn_unseen(samples.data, states)
         yield torch.from_numpy(np.hstack([encode(samples.data, s) for s in states]))
 
 
@@ -126,7 +130,8 @@ def parse_numeric(frame: pd.DataFrame, columns: list[str], where: str) -> pd.Dat
         bad = (text.notna() & number.isna()) | np.isinf(number)
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise KitError(f"{where}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r}")
+            raise KitError(f"{where}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r} "
+                           "(leave missing values empty; NaN and inf are refused)")
         frame[column] = number.astype(float)
     return frame
 
@@ -174,6 +179,17 @@ def encode(frame: pd.DataFrame, state: dict) -> np.ndarray:
         values = frame[column].astype(str).to_numpy()
         parts.append((values[:, None] == np.asarray(vocab)[None, :]).astype(float))  # unseen -> all zeros
     return np.hstack(parts).astype(np.float32)
+
+
+def warn_unseen(frame: pd.DataFrame, states: list[dict]) -> None:
+    """Name categorical values that no fold saw in training: they are encoded as unknown (all zeros)."""
+    for column in states[0]["categorical"]:
+        known = set().union(*(state["categorical"][column] for state in states))
+        values = frame[column].astype(str)
+        unseen = sorted(set(values) - known)
+        if unseen:
+            log.warning("column %r holds value(s) never seen in training: %s (%d row(s)); encoded as unknown",
+                        column, ", ".join(map(repr, unseen[:5])), int(values.isin(unseen).sum()))
 
 
 def feature_names(state: dict) -> list[str]:

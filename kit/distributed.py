@@ -1,0 +1,82 @@
+"""Several processes under torchrun: which rank this is, its device, and the few collectives training needs.
+
+`torchrun --nproc_per_node=N -m kit train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; a plain `python -m kit` run
+is a world of one, where every method below is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+import torch.distributed as td
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        """This process's GPU (setup() made LOCAL_RANK's the current one), or the CPU."""
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            td.barrier()
+
+    def from_main(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on rank 0 only and hand its (picklable) result to every rank."""
+        if self.world == 1:
+            return fn()
+        box = [fn() if self.main else None]
+        td.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's BatchNorm statistics (each rank updated its own on its shard)."""
+        if self.world > 1:
+            for buffer in model.buffers():
+                td.broadcast(buffer, src=0)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64, so every rank gets bit-identical totals)."""
+        if self.world == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device if td.get_backend() == "nccl" else "cpu")
+        td.all_reduce(tensor)
+        return tensor.cpu().tolist()
+
+
+SINGLE = Dist()
+
+
+def setup() -> Dist:
+    """Join the torchrun process group when there is one (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return SINGLE
+    dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not td.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(dist.local_rank)
+        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist
+
+
+def teardown() -> None:
+    if td.is_initialized():
+        td.destroy_process_group()

@@ -1,0 +1,113 @@
+"""Long runs: killed and resumed, repeated with the same seed, and spread over processes with torchrun."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import ROOT, run_kit, write_food_dir
+
+TITANIC_SLOW = "cv.folds=2 train.epochs=8 train.patience=100 train.batch_size=16"
+
+
+def test_a_run_killed_mid_fold_resumes_to_the_same_predictions(tmp_path):
+    """SIGKILL during fold 1, `--resume`, and the OOF predictions and submission equal an uninterrupted run's."""
+    args = ["train", "--comp", "titanic", "--set", TITANIC_SLOW]
+    proc = subprocess.Popen([sys.executable, "-m", "kit", *args, "--runs", str(tmp_path / "a")], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "a" / "titanic" / "latest"
+    deadline = time.monotonic() + 300
+    while not (run / "fold1.resume.pt").is_file():  # fold 0 is done and fold 1 has finished an epoch
+        assert proc.poll() is None, "training ended before the test could interrupt it"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "fold0.json").is_file() and not (run / "fold1.json").is_file(), "killed mid-fold 1"
+    assert not (run / "metrics.json").exists()
+    unfinished = run_kit("predict", "--comp", "titanic", "--runs", str(tmp_path / "a"))
+    assert unfinished.returncode == 2 and "unfinished training run" in unfinished.stderr
+
+    resumed = run_kit(*args, "--runs", str(tmp_path / "a"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fold 0: finished earlier, kept" in resumed.stderr and "fold 1: resuming after epoch" in resumed.stderr
+    straight = run_kit(*args, "--runs", str(tmp_path / "b"))
+    assert straight.returncode == 0, straight.stderr
+    outputs = []
+    for runs in ("a", "b"):
+        assert run_kit("predict", "--comp", "titanic", "--runs", str(tmp_path / runs)).returncode == 0
+        done = tmp_path / runs / "titanic" / "latest"
+        outputs.append([(done / name).read_text() for name in ("oof.csv", "submission.csv")])
+        assert not list(done.glob("*.resume.pt")) and not list(done.glob(".*.tmp"))
+    assert outputs[0] == outputs[1]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    assert run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "cv.folds=2 train.epochs=1"
+                   ).returncode == 0
+    result = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "cv.folds=3 train.epochs=1",
+                     "--resume")
+    assert result.returncode == 2
+    assert "cv.folds: 2 -> 3" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_image_training_repeats_exactly_with_loader_workers_and_mixing(tmp_path, food_dir):
+    """Augmentation draws per sample from (seed, epoch, index), so worker processes change nothing."""
+    settings = (f"image.cache_dir={tmp_path / 'cache'} image.size=32 model.pretrained=none train.epochs=2 "
+                "cv.folds=2 train.num_workers=2 train.cutmix=1.0 train.mixup=0.4 train.deterministic=true")
+    oofs = []
+    for name in ("a", "b"):
+        result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / name), "--data", str(food_dir),
+                         "--set", settings)
+        assert result.returncode == 0, result.stderr
+        oofs.append((tmp_path / name / "food11" / "latest" / "oof.csv").read_text())
+    assert oofs[0] == oofs[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    return root, write_food_dir(root / "food")
+
+
+def _ddp_settings(root):
+    return (f"image.cache_dir={root / 'cache'} image.size=32 model.pretrained=none model.name=test_resnet "
+            "train.epochs=8 train.lr=0.01 train.batch_size=8 cv.folds=2")
+
+
+def _train_ddp(root, food, runs, *extra):
+    return run_kit("train", "--comp", "food11", "--runs", str(runs), "--data", str(food), "--set",
+                   _ddp_settings(root), *extra)
+
+
+@pytest.fixture(scope="module")
+def single_process_cv(ddp_data):
+    root, food = ddp_data
+    result = _train_ddp(root, food, root / "single")
+    assert result.returncode == 0, result.stderr
+    return json.loads((root / "single" / "food11" / "latest" / "metrics.json").read_text())["cv"]["oof"]
+
+
+@pytest.mark.parametrize("parallel", ["data", "folds"])
+def test_torchrun_on_two_processes_writes_one_run(ddp_data, single_process_cv, parallel):
+    root, food = ddp_data
+    runs = root / parallel
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "kit", "train", "--comp", "food11", "--runs", str(runs), "--data", str(food),
+               "--set", _ddp_settings(root), "--parallel", parallel]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("CV accuracy") == 1  # rank 0 reports, once
+    assert "2 processes" in result.stderr
+    folders = [p for p in (runs / "food11").iterdir() if p.name != "latest"]
+    assert len(folders) == 1
+    run = folders[0]
+    assert sorted(p.name for p in run.glob("fold[0-9]*")) == [
+        "fold0.json", "fold0.oof.npy", "fold0.pt", "fold1.json", "fold1.oof.npy", "fold1.pt"]
+    oof = pd.read_csv(run / "oof.csv")
+    assert len(oof) == 66 and sorted(oof["fold"].unique()) == [0, 1]
+    cv = json.loads((run / "metrics.json").read_text())["cv"]["oof"]
+    assert abs(cv - single_process_cv) <= 0.1, (cv, single_process_cv)

@@ -39,9 +39,10 @@ class FeaturesConfig:
 @dataclass
 class ImageConfig:
     size: int = 160  # training crops are size x size
-    # Images are decoded once at test_size x test_size (aspect squashed) and cached; validation, OOF, test and
-    # exports run at that size. Larger than `size` helps: random-resized-crop training shows objects bigger
-    # than a whole-image resize does, and testing at ~1.2-1.4x the crop size makes up for it (FixRes).
+    # Images are decoded once at test_size x test_size (aspect squashed) and cached; OOF predictions, the test
+    # set and exports run at that size (per-epoch validation at `size`, which is cheaper). Larger than `size`
+    # helps: random-resized-crop training shows objects bigger than a whole-image resize does, and testing
+    # at ~1.2-1.4x the crop size makes up for it (FixRes).
     test_size: int = 0  # 0: the same as size
     mean: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
     std: list[float] | None = None

@@ -44,9 +44,9 @@ def food_dir(tmp_path) -> Path:
     return write_food_dir(tmp_path / "food")
 
 
-def write_food_dir(root: Path) -> Path:
+def write_food_dir(root: Path, train: int = 4, valid: int = 2) -> Path:
     """A tiny HW3-layout data set: 11 classes, train/ (4 each), valid/ (2 each), test/ (6 unlabeled)."""
-    for split, per_class in (("train", 4), ("valid", 2)):
+    for split, per_class in (("train", train), ("valid", valid)):
         (root / split).mkdir(parents=True)
         for label in range(11):
             for idx in range(per_class):
@@ -63,8 +63,8 @@ def image_export(tmp_path_factory):
     """A tiny trained lite0 ensemble (2 folds, 2 TTA views) on generated HW3 images, exported."""
     food_dir = write_food_dir(tmp_path_factory.mktemp("data") / "food")
     tmp = tmp_path_factory.mktemp("image-export")
-    settings = (f"image.cache_dir={tmp / 'cache'} image.size=32 model.pretrained=none train.epochs=1 cv.folds=2 "
-                "tta.views=[identity,hflip]")
+    settings = (f"image.cache_dir={tmp / 'cache'} image.size=32 image.test_size=0 model.pretrained=none "
+                "train.epochs=1 cv.folds=2 tta.views=[identity,hflip]")
     train = run_kit("train", "--comp", "food11", "--runs", str(tmp / "runs"), "--data", str(food_dir),
                     "--set", settings)
     assert train.returncode == 0, train.stderr

@@ -17,7 +17,8 @@ from kit.tasks import get_task
 
 
 def food11(tmp_path, *overrides):
-    return load_config("food11", [f"image.cache_dir={tmp_path / 'cache'}", "image.size=32", *overrides])
+    return load_config("food11", [f"image.cache_dir={tmp_path / 'cache'}", "image.size=32", "image.test_size=0",
+                                  *overrides])
 
 
 def test_labels_come_from_hw3_names_and_from_class_folders(tmp_path, food_dir):
@@ -57,6 +58,17 @@ def test_cache_is_reused_and_invalidated_when_a_file_changes(tmp_path, food_dir)
     assert len(list(cache.glob("*.npy"))) == 2
     assert np.abs(changed[0].astype(int) - [255, 0, 0]).max() < 10  # JPEG leaves a little noise
     assert np.array_equal(changed[1:], first[1:])
+
+
+def test_test_size_caches_larger_images_than_the_training_crop(tmp_path, food_dir):
+    task = get_task(food11(tmp_path, "image.test_size=48"))
+    samples = task.load("train", food_dir)
+    assert samples.data.shape[1:] == (48, 48, 3)  # one cache, at the test size
+    state = task.fit(samples)
+    assert (state["size"], state["crop"]) == (48, 32)
+    assert task.dataset(samples, state, train=True)[0][0].shape == (32, 32, 3)  # augmented crops
+    assert task.dataset(samples, state, train=False)[0][0].shape == (32, 32, 3)  # per-epoch validation
+    assert next(task.batches(samples, [state])).shape[1:] == (48, 48, 3)  # OOF, test and exports
 
 
 def test_odd_but_valid_images_decode_to_rgb(tmp_path):
@@ -171,8 +183,8 @@ def test_image_competition_end_to_end_writes_an_hw3_submission(tmp_path, food_di
     from conftest import run_kit
 
     runs = tmp_path / "runs"
-    fast = ["--set", f"image.cache_dir={tmp_path / 'cache'} image.size=32 model.name=hw3_cnn train.epochs=2 "
-            "cv.folds=2 tta.views=[identity,hflip] train.mixup=0.2 train.cutmix=1.0"]
+    fast = ["--set", f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=0 model.name=hw3_cnn "
+            "train.epochs=2 cv.folds=2 tta.views=[identity,hflip] train.mixup=0.2 train.cutmix=1.0"]
     train = run_kit("train", "--comp", "food11", "--runs", str(runs), "--data", str(food_dir), *fast)
     assert train.returncode == 0, train.stderr
     run = runs / "food11" / "latest"
@@ -196,8 +208,8 @@ def test_given_split_trains_one_fold_on_train_and_scores_valid(tmp_path, food_di
 
     runs = tmp_path / "runs"
     result = run_kit("train", "--comp", "food11", "--runs", str(runs), "--data", str(food_dir), "--set",
-                     f"image.cache_dir={tmp_path / 'cache'} image.size=32 model.name=hw3_cnn train.epochs=1 "
-                     "cv.folds=given")
+                     f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=0 model.name=hw3_cnn "
+                     "train.epochs=1 cv.folds=given")
     assert result.returncode == 0, result.stderr
     import pandas as pd
 

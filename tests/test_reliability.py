@@ -56,8 +56,9 @@ def test_resume_refuses_other_settings(tmp_path):
 
 def test_image_training_repeats_exactly_with_loader_workers_and_mixing(tmp_path, food_dir):
     """Augmentation draws per sample from (seed, epoch, index), so worker processes change nothing."""
-    settings = (f"image.cache_dir={tmp_path / 'cache'} image.size=32 model.pretrained=none train.epochs=2 "
-                "cv.folds=2 train.num_workers=2 train.cutmix=1.0 train.mixup=0.4 train.deterministic=true")
+    settings = (f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=0 model.pretrained=none "
+                "train.epochs=2 cv.folds=2 train.num_workers=2 train.cutmix=1.0 train.mixup=0.4 "
+                "train.deterministic=true")
     oofs = []
     for name in ("a", "b"):
         result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / name), "--data", str(food_dir),
@@ -70,12 +71,12 @@ def test_image_training_repeats_exactly_with_loader_workers_and_mixing(tmp_path,
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    return root, write_food_dir(root / "food")
+    return root, write_food_dir(root / "food", train=12, valid=4)  # 176 images: 8 per rank and step
 
 
 def _ddp_settings(root):
-    return (f"image.cache_dir={root / 'cache'} image.size=32 model.pretrained=none model.name=test_resnet "
-            "train.epochs=8 train.lr=0.01 train.batch_size=8 cv.folds=2")
+    return (f"image.cache_dir={root / 'cache'} image.size=32 image.test_size=0 model.pretrained=none "
+            "model.name=test_resnet train.epochs=6 train.lr=0.01 train.batch_size=16 cv.folds=2")
 
 
 def _train_ddp(root, food, runs, *extra):
@@ -108,6 +109,6 @@ def test_torchrun_on_two_processes_writes_one_run(ddp_data, single_process_cv, p
     assert sorted(p.name for p in run.glob("fold[0-9]*")) == [
         "fold0.json", "fold0.oof.npy", "fold0.pt", "fold1.json", "fold1.oof.npy", "fold1.pt"]
     oof = pd.read_csv(run / "oof.csv")
-    assert len(oof) == 66 and sorted(oof["fold"].unique()) == [0, 1]
+    assert len(oof) == 176 and sorted(oof["fold"].unique()) == [0, 1]
     cv = json.loads((run / "metrics.json").read_text())["cv"]["oof"]
     assert abs(cv - single_process_cv) <= 0.1, (cv, single_process_cv)

@@ -78,7 +78,12 @@ class ImageTask:
         return {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
 
     def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
-        transform = augmentation(self.config.augment, state["crop"]) if train else None
+        """Training: augmented crops. Validation (every epoch): the whole image at the crop size, which is cheaper
+        than test_size; the OOF predictions, test set and exports then run at test_size."""
+        if train:
+            transform = augmentation(self.config.augment, state["crop"])
+        else:
+            transform = A.Compose([A.Resize(state["crop"], state["crop"])]) if state["crop"] != state["size"] else None
         return CachedImages(samples.data, samples.y, transform)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:

@@ -158,14 +158,14 @@ def fit_encoding(frame: pd.DataFrame, spec: FeaturesConfig) -> dict:
         entry = {"median": _finite_or(values.median(), 0.0)}
         if column in spec.impute_by:
             group = spec.impute_by[column]
-            medians = values.groupby(frame[group].astype(str)).median().dropna()
+            medians = values.groupby(_keys(frame[group])).median().dropna()
             entry["by"] = group
             entry["group_medians"] = {k: float(v) for k, v in medians.items()}
         filled = _impute(frame, column, entry)
         entry["mean"] = float(filled.mean())
         entry["std"] = float(filled.std(ddof=0)) or 1.0
         numeric[column] = entry
-    vocab = {c: sorted(frame[c].astype(str).unique().tolist()) for c in spec.categorical}
+    vocab = {c: sorted(_keys(frame[c]).unique().tolist()) for c in spec.categorical}
     return {"numeric": numeric, "categorical": vocab, "counts": counts}
 
 
@@ -176,7 +176,7 @@ def encode(frame: pd.DataFrame, state: dict) -> np.ndarray:
     for column, entry in state["numeric"].items():
         parts.append(((_impute(frame, column, entry) - entry["mean"]) / entry["std"]).to_numpy()[:, None])
     for column, vocab in state["categorical"].items():
-        values = frame[column].astype(str).to_numpy()
+        values = _keys(frame[column]).to_numpy()
         parts.append((values[:, None] == np.asarray(vocab)[None, :]).astype(float))  # unseen -> all zeros
     return np.hstack(parts).astype(np.float32)
 
@@ -185,7 +185,7 @@ def warn_unseen(frame: pd.DataFrame, states: list[dict]) -> None:
     """Name categorical values that no fold saw in training: they are encoded as unknown (all zeros)."""
     for column in states[0]["categorical"]:
         known = set().union(*(state["categorical"][column] for state in states))
-        values = frame[column].astype(str)
+        values = _keys(frame[column])
         unseen = sorted(set(values) - known)
         if unseen:
             log.warning("column %r holds value(s) never seen in training: %s (%d row(s)); encoded as unknown",
@@ -202,13 +202,18 @@ def feature_names(state: dict) -> list[str]:
 def _impute(frame: pd.DataFrame, column: str, entry: dict) -> pd.Series:
     values = frame[column].astype(float)
     if "by" in entry:
-        group = frame[entry["by"]].astype(str).map(entry["group_medians"])
+        group = _keys(frame[entry["by"]]).map(entry["group_medians"])
         values = values.fillna(group)
     return values.fillna(entry["median"])
 
 
+def _keys(values: pd.Series) -> pd.Series:
+    """Category values as strings, a missing value as "" (its own category)."""
+    return values.where(values.notna(), "").astype(str)
+
+
 def _frequencies(keys: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in keys.astype(str).value_counts().items()}
+    return {str(k): int(v) for k, v in _keys(keys).value_counts().items()}
 
 
 def _add_counts(frame: pd.DataFrame, counts: dict) -> pd.DataFrame:
@@ -217,7 +222,7 @@ def _add_counts(frame: pd.DataFrame, counts: dict) -> pd.DataFrame:
         return frame
     frame = frame.copy()
     for new, entry in counts.items():
-        frame[new] = frame[entry["key"]].astype(str).map(entry["table"]).fillna(0).clip(lower=1).astype(float)
+        frame[new] = _keys(frame[entry["key"]]).map(entry["table"]).fillna(0).clip(lower=1).astype(float)
     return frame
 
 

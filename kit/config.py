@@ -83,6 +83,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64])  # mlp only
     dropout: float = 0.2
     drop_path: float = 0.0  # timm models only
+    freeze: list[str] = field(default_factory=list)  # modules kept at pretrained weights: [conv_stem, blocks.0]
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Image task: layouts, labels, the decode cache, robust decoding, TTA, fold averaging, offline weights."""
 
+import copy
 import time
 
 import numpy as np
@@ -177,6 +178,30 @@ def test_offline_lite0_weights_recognise_an_espresso():
         probs = torch.softmax(model(torch.from_numpy(image.copy())[None]), 1)[0]
     assert probs.argmax().item() == 967  # ImageNet class 967: espresso
     assert probs[967] > 0.5
+
+
+def test_frozen_modules_keep_their_weights_while_the_rest_trains():
+    from torch.utils.data import TensorDataset
+
+    from kit.config import TrainConfig
+    from kit.models import ImageClassifier, image_net, image_norm
+    from kit.trainer import fit
+
+    config = load_config("food11", ["model.name=hw3_cnn", "model.freeze=[features.0,features.1]"])
+    net = image_net(config.model, num_classes=11, pretrained=False)
+    before = copy.deepcopy(net.state_dict())
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=g),
+                         torch.arange(16) % 11)
+    fit(ImageClassifier(net, *image_norm(config.model)), data, data, TrainConfig(epochs=2, batch_size=8), seed=0)
+    after = net.state_dict()
+    for key in ("features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias"):
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["features.4.weight"], after["features.4.weight"])  # the second conv trains
+
+    config = load_config("food11", ["model.name=hw3_cnn", "model.freeze=[stem]"])
+    with pytest.raises(KitError, match=r"'stem' names no module.*\['features', 'head'\]"):
+        image_net(config.model, num_classes=11, pretrained=False)
 
 
 def test_image_competition_end_to_end_writes_an_hw3_submission(tmp_path, food_dir):

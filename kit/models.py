@@ -117,7 +117,8 @@ def freeze(net: nn.Module, names: list[str]) -> None:
         hits = [p for key, p in params.items() if key.startswith(name + ".")]
         if not hits:
             tops = sorted({key.split(".")[0] for key in params})
-            raise KitError(f"model.freeze: {name!r} names no module with parameters; top-level modules: {tops}")
+            raise KitError(f"model.freeze: {name!r} names no module with parameters; top-level modules: {tops} "
+                           "(model.freeze=[] trains every layer)")
         for p in hits:
             p.requires_grad_(False)
 

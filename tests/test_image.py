@@ -209,7 +209,7 @@ def test_image_competition_end_to_end_writes_an_hw3_submission(tmp_path, food_di
 
     runs = tmp_path / "runs"
     fast = ["--set", f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=0 model.name=hw3_cnn "
-            "train.epochs=2 cv.folds=2 tta.views=[identity,hflip] train.mixup=0.2 train.cutmix=1.0"]
+            "model.freeze=[] train.epochs=2 cv.folds=2 tta.views=[identity,hflip] train.mixup=0.2 train.cutmix=1.0"]
     train = run_kit("train", "--comp", "food11", "--runs", str(runs), "--data", str(food_dir), *fast)
     assert train.returncode == 0, train.stderr
     run = runs / "food11" / "latest"
@@ -234,7 +234,7 @@ def test_given_split_trains_one_fold_on_train_and_scores_valid(tmp_path, food_di
     runs = tmp_path / "runs"
     result = run_kit("train", "--comp", "food11", "--runs", str(runs), "--data", str(food_dir), "--set",
                      f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=0 model.name=hw3_cnn "
-                     "train.epochs=1 cv.folds=given")
+                     "model.freeze=[] train.epochs=1 cv.folds=given")
     assert result.returncode == 0, result.stderr
     import pandas as pd
 

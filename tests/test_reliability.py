@@ -76,7 +76,7 @@ def ddp_data(tmp_path_factory):
 
 def _ddp_settings(root):
     return (f"image.cache_dir={root / 'cache'} image.size=32 image.test_size=0 model.pretrained=none "
-            "model.name=test_resnet train.epochs=8 train.lr=0.01 train.batch_size=16 cv.folds=2")
+            "model.name=test_resnet model.freeze=[] train.epochs=8 train.lr=0.01 train.batch_size=16 cv.folds=2")
 
 
 def _train_ddp(root, food, runs, *extra):

@@ -7,7 +7,8 @@ KIT      = $(PY) -m kit
 
 # Optional: DATA (training data), TEST (test data), OUT (submission path), RUN (run id), SET ("k=v k=v"),
 # FROM (run | export), BACKEND (onnx | torchscript), RESUME (1 = the latest run, or a run id),
-# NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC)
+# NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
+# export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime)
 ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
 TRAINER = $(if $(NPROC),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m kit,$(KIT))
 
@@ -36,10 +37,10 @@ train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continue
 
 predict: setup  ## fold ensemble on the test set -> submission.csv
 	$(KIT) predict $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
-		$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND))
+		$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE))
 
 export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
-	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA))
+	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
 
 ui: setup  ## Gradio app over the exports, on http://127.0.0.1:$(PORT)
 	$(PY) -m ui.app --port $(PORT) --exports $(EXPORTS)
@@ -48,7 +49,7 @@ data: setup  ## download the competition data (Kaggle credentials), or print the
 	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))
 
 bench: setup  ## training images/s: kit's decode cache vs a naive PIL loader, same model
-	$(KIT) bench --comp $(BENCH_COMP) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA))
+	$(KIT) bench --comp $(BENCH_COMP) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
 
 test: setup  ## run the test suite
 	$(PY) -m pytest

@@ -32,13 +32,17 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set cv.folds=10 (repeatable)")
     common.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding training runs")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the model runs: auto (the GPU when there is one), cpu or cuda")
     train = sub.add_parser("train", parents=[common], help="k-fold cross-validated training")
     train.add_argument("--data", type=Path, help="training data (file or folder) instead of the config's")
     train.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
                        help="continue an interrupted run (default: the latest) from its last epoch checkpoint")
     train.add_argument("--parallel", choices=["data", "folds"], default="data",
                        help="under torchrun: all ranks train each fold (data) or ranks train different folds")
-    predict = sub.add_parser("predict", parents=[common], help="fold ensemble on the test set -> submission.csv")
+    predict = sub.add_parser("predict", parents=[common, device],
+                             help="fold ensemble on the test set -> submission.csv")
     predict.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
     predict.add_argument("--test", type=Path, help="test data (file or folder) instead of the config's")
     predict.add_argument("--out", type=Path, help="where submission.csv goes (default: the run or export folder)")
@@ -46,13 +50,15 @@ def parser() -> argparse.ArgumentParser:
                          help="the eager fold ensemble of a run (default) or the exported model")
     predict.add_argument("--backend", choices=["onnx", "torchscript"], default="onnx", help="with --from export")
     predict.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
-    export = sub.add_parser("export", parents=[common], help="TorchScript + ONNX of the fold ensemble, parity-checked")
+    export = sub.add_parser("export", parents=[common, device],
+                            help="TorchScript + ONNX of the fold ensemble, parity-checked")
     export.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
     export.add_argument("--data", type=Path, help="training data for the parity samples (default: the run's)")
     export.add_argument("--exports", type=Path, default=Path("exports"), help="folder to write <comp>/ into")
     data = sub.add_parser("data", parents=[common], help="download the competition data (Kaggle API)")
     data.add_argument("--data", type=Path, help="where to put it (default: the config's training folder)")
-    bench = sub.add_parser("bench", parents=[common], help="image pipeline throughput: kit cache vs naive loader")
+    bench = sub.add_parser("bench", parents=[common, device],
+                           help="image pipeline throughput: kit cache vs naive loader")
     bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
     bench.add_argument("--limit", type=int, default=320, help="training images to use (default 320)")
     bench.add_argument("--threads", type=int, default=torch_threads(), help="threads for the inference section")
@@ -91,18 +97,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "predict" and args.source == "export":
         from kit.predict import predict_export
 
-        print(predict_export(args.exports / config.competition, config, args.backend, args.test, args.out))
+        print(predict_export(args.exports / config.competition, config, args.backend, args.test, args.out,
+                             args.device))
     elif args.command == "predict":
         from kit import runs
         from kit.predict import predict_run
 
         run_dir = runs.find_run(config.competition, args.run, args.runs)
-        print(predict_run(run_dir, args.test, args.out))
+        print(predict_run(run_dir, args.test, args.out, args.device))
     elif args.command == "export":
         from kit import runs
         from kit.export import export_run
 
-        print(export_run(runs.find_run(config.competition, args.run, args.runs), args.exports, args.data))
+        run_dir = runs.find_run(config.competition, args.run, args.runs)
+        print(export_run(run_dir, args.exports, args.data, args.device))
     elif args.command == "bench":
         from kit import bench
 

@@ -7,7 +7,8 @@ from torch import nn
 
 
 class FoldEnsemble(nn.Module):
-    """Mean of the members' outputs; each member (a fold model with its TTA) maps the raw batch to probabilities."""
+    """Mean of the members' outputs; each member (a fold model with its TTA) maps the raw batch to probabilities.
+    The members run back to back on the same input batch, wherever it lives."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__()
@@ -26,7 +27,8 @@ def predict_proba(module: nn.Module, batches) -> torch.Tensor:
 
 
 def view(x: torch.Tensor, name: str) -> torch.Tensor:
-    """One test-time view of an NHWC image batch, as tensor operations (so exports carry them)."""
+    """One test-time view of an NHWC image batch, as tensor operations (so exports carry them). Every view keeps
+    the batch's shape, so all views of a batch can go through the model in one call."""
     if name == "identity":
         return x
     if name == "hflip":
@@ -46,15 +48,20 @@ def view(x: torch.Tensor, name: str) -> torch.Tensor:
 
 class TTA(nn.Module):
     """A fold model under test-time augmentation: mean of the views' probabilities, optionally blended
-    with the plain view's."""
+    with the plain view's. All views of a batch run as one model call of len(views) x N images."""
 
     def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0):
         super().__init__()
         self.model, self.views, self.blend = model, list(views), float(blend)
+        # The plain view for the blend rides along in the same call unless it is one of the views already.
+        self.passes = self.views + (["identity"] if blend > 0 and "identity" not in self.views else [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([torch.softmax(self.model(view(x, v)).float(), dim=1) for v in self.views]).mean(0)
+        # float before concatenating: flips stay uint8, zooms are float; the model casts to float anyway.
+        stacked = torch.cat([view(x, v).float() for v in self.passes])
+        logits = self.model(stacked).float()
+        probs = torch.softmax(logits.reshape(len(self.passes), -1, logits.shape[-1]), dim=2)
+        mean = probs[: len(self.views)].mean(0)
         if self.blend > 0:
-            plain = torch.softmax(self.model(x).float(), dim=1)
-            probs = (1 - self.blend) * probs + self.blend * plain
-        return probs
+            return (1 - self.blend) * mean + self.blend * probs[self.passes.index("identity")]
+        return mean

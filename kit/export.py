@@ -18,8 +18,9 @@ import torch
 import kit
 from kit import runs
 from kit.config import Config
+from kit.device import resolve
 from kit.errors import KitError
-from kit.runtime import sha256
+from kit.runtime import GPU_FIX, sha256
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,16 @@ TOLERANCE = 1e-4  # max |Δprob| allowed between eager, TorchScript and ONNX Run
 PARITY_BATCH = 7  # > 1 and different from the trace batch, so the dynamic batch axis is exercised
 TRACE_BATCH = 2
 OPSET = 17
+CPU = torch.device("cpu")
 
 
-def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | None = None) -> Path:
-    """Write exports/<comp>/{model.onnx, model.ts, meta.json}; on any failure the previous export stays."""
+def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | None = None, device: str = "auto") -> Path:
+    """Write exports/<comp>/{model.onnx, model.ts, meta.json}; on any failure the previous export stays. Parity is
+    checked on the CPU (which every export serves on) and on `device` when that is a GPU."""
     config = runs.run_config(run_dir)
     task = get_task(config)
-    ensemble, states = runs.load_ensemble(run_dir, task)
+    where = resolve(device)
+    ensemble, states = runs.load_ensemble(run_dir, task)  # traced on the CPU: the files then load on any device
     samples = task.load("train", data)
     parity_rows = samples.subset(np.arange(min(PARITY_BATCH, len(samples))))
     x = next(task.batches(parity_rows, states))
@@ -47,14 +51,14 @@ def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | Non
     try:
         input_name = "images" if config.task == "image" else "features"
         trace_and_save(ensemble, x[:TRACE_BATCH], tmp, input_name)
-        parity = check_parity(ensemble, tmp, x, input_name)
+        parity = check_parity(ensemble, tmp, x, input_name, where)
         meta = metadata(config, run_dir, states, tmp, parity, input_name, x)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s: parity max |Δprob| torchscript %.2e, onnx %.2e", final,
-             parity["torchscript_max_abs_diff"], parity["onnx_max_abs_diff"])
+    log.info("exported %s: parity max |Δprob| torchscript %.2e, onnx %.2e (%s)", final,
+             parity["torchscript_max_abs_diff"], parity["onnx_max_abs_diff"], ", ".join(parity["devices"]))
     return final
 
 
@@ -73,30 +77,55 @@ def trace_and_save(module: torch.nn.Module, example: torch.Tensor, folder: Path,
     onnx.checker.check_model(onnx.load(str(folder / "model.onnx")), full_check=True)
 
 
-def check_parity(module: torch.nn.Module, folder: Path, x: torch.Tensor, input_name: str) -> dict:
-    """Eager vs TorchScript vs ONNX Runtime at batch 1 and batch N; raises KitError beyond TOLERANCE."""
+def check_parity(module: torch.nn.Module, folder: Path, x: torch.Tensor, input_name: str,
+                 device: torch.device = CPU) -> dict:
+    """Eager vs TorchScript vs ONNX Runtime at batch 1 and batch N, on the CPU and on `device` when it is a GPU;
+    raises KitError beyond TOLERANCE."""
+    worst = {"torchscript": 0.0, "onnx": 0.0}
+    checked = []
+    for where in dict.fromkeys([CPU, device]):
+        module.to(where)
+        # TF32 off on the GPU: the check compares the graphs, not TF32's rounding (which serving may still use).
+        with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            backends = _backends(folder, input_name, where)
+            for batch in (x[:1], x):
+                eager = module(batch.to(where)).cpu().numpy()
+                for backend, run in backends.items():
+                    out = run(batch)
+                    diff = float(np.abs(out - eager).max())
+                    worst[backend] = max(worst[backend], diff)
+                    if diff > TOLERANCE or not np.array_equal(out.argmax(1), eager.argmax(1)):
+                        raise KitError(
+                            f"export parity failed: {backend} differs from the eager ensemble by {diff:.2e} "
+                            f"(limit {TOLERANCE:.0e}) at batch {len(batch)} on {where.type}; nothing was written"
+                        )
+        checked += [f"{backend} on {where.type}" for backend in backends]
+    module.to(CPU)
+    return {"batch_sizes": [1, len(x)], "tolerance": TOLERANCE, "samples": "training data", "devices": checked,
+            "torchscript_max_abs_diff": worst["torchscript"], "onnx_max_abs_diff": worst["onnx"]}
+
+
+def _backends(folder: Path, input_name: str, device: torch.device) -> dict:
+    """{backend: numpy batch -> probabilities} for the saved files on `device` (ONNX on a GPU only where
+    onnxruntime has its CUDA provider)."""
     import onnxruntime as ort
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-        scripted = torch.jit.load(str(folder / "model.ts"))
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    worst = {"torchscript": 0.0, "onnx": 0.0}
-    for batch in (x[:1], x):
-        with torch.no_grad():
-            eager = module(batch).numpy()
-            outputs = {"torchscript": scripted(batch).numpy(),
-                       "onnx": session.run(None, {input_name: batch.numpy()})[0]}
-        for backend, out in outputs.items():
-            diff = float(np.abs(out - eager).max())
-            worst[backend] = max(worst[backend], diff)
-            if diff > TOLERANCE or not np.array_equal(out.argmax(1), eager.argmax(1)):
-                raise KitError(
-                    f"export parity failed: {backend} differs from the eager ensemble by {diff:.2e} "
-                    f"(limit {TOLERANCE:.0e}) at batch {len(batch)}; nothing was written"
-                )
-    return {"batch_sizes": [1, len(x)], "tolerance": TOLERANCE, "samples": "training data",
-            "torchscript_max_abs_diff": worst["torchscript"], "onnx_max_abs_diff": worst["onnx"]}
+        scripted = torch.jit.load(str(folder / "model.ts"), map_location=device)
+    backends = {"torchscript": lambda batch: scripted(batch.to(device)).cpu().numpy()}
+    providers: list = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            log.warning("ONNX Runtime has no CUDA provider here, so the ONNX export is checked on the CPU only; "
+                        "to serve it on the GPU, %s", GPU_FIX)
+            return backends
+        providers.insert(0, ("CUDAExecutionProvider", {"use_tf32": "0"}))
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # as kit.runtime does: CUDA/cuDNN from the nvidia-* wheels
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=providers)
+    backends["onnx"] = lambda batch: session.run(None, {input_name: batch.numpy()})[0]
+    return backends
 
 
 def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, input_name: str,

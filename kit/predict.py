@@ -3,26 +3,39 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from kit import runs
 from kit.config import Config
-from kit.ensemble import predict_proba
+from kit.device import describe, resolve
+from kit.errors import KitError
 from kit.submission import make_submission, write_submission
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
 
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AGREEMENT_ROWS = 256  # test rows re-predicted in fp32 to report how far autocast moved the submission
 
-def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None) -> Path:
+
+def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None, device: str = "auto") -> Path:
     """Average the run's folds over the test set and write a validated submission.csv."""
     config = runs.run_config(run_dir)
     task = get_task(config)
-    ensemble, states = runs.load_ensemble(run_dir, task)
+    where = resolve(device)
+    ensemble, states = runs.load_ensemble(run_dir, task, where)
     samples = task.load("test", test)
-    probs = predict_proba(ensemble, task.batches(samples, states)).numpy()
+    amp = config.predict.amp
+    probs = ensemble_probs(ensemble, task.batches(samples, states), len(samples), where, amp).numpy()
+    if amp != "off":
+        check_amp(ensemble, task, samples, states, where, amp, probs)
     frame = make_submission(samples.ids, probs, config)
     path = write_submission(frame, out or run_dir / "submission.csv", samples.ids, config)
     counts = np.bincount(probs.argmax(1), minlength=len(config.classes))
@@ -31,17 +44,69 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     return path
 
 
+def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,
+                   device: torch.device, amp: str = "off", desc: str = "predict") -> torch.Tensor:
+    """Run the servable ensemble (already on `device`, eval mode) over raw input batches (CPU tensors, e.g. uint8
+    NHWC); [total, classes] float32 on the CPU. Progress bar with images/s; overlaps host->device copies with
+    compute."""
+    if amp not in AMP_DTYPES:
+        raise KitError(f"amp {amp!r} is not one of {', '.join(AMP_DTYPES)}")
+    dtype = AMP_DTYPES[amp]
+    outputs = []
+    start = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=total, desc=desc, unit=" images", mininterval=1.0) as bar:
+        for x in prefetch(batches, device):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                outputs.append(ensemble(x).float().cpu())
+            bar.unit = " images" if x.ndim == 4 else " rows"  # tabular batches are feature rows
+            bar.update(len(x))
+    probs = torch.cat(outputs)
+    seconds = time.perf_counter() - start
+    log.info("%s: %d%s in %.1f s (%.1f%s/s) on %s, amp %s", desc, len(probs), bar.unit, seconds,
+             len(probs) / max(seconds, 1e-9), bar.unit, describe(device), amp)
+    return probs
+
+
+def prefetch(batches: Iterable[torch.Tensor], device: torch.device) -> Iterator[torch.Tensor]:
+    """`batches` moved to `device`; a background thread reads (and, for a GPU, pins) the next batch while the
+    current one computes, so reading the cache and the host->device copy overlap with the model."""
+    pin = device.type == "cuda"
+    source = iter(batches)
+
+    def read() -> torch.Tensor | None:
+        x = next(source, None)
+        return x.pin_memory() if pin and x is not None else x
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-prefetch") as pool:
+        pending = pool.submit(read)
+        while (x := pending.result()) is not None:
+            pending = pool.submit(read)
+            yield x.to(device, non_blocking=pin)
+
+
+def check_amp(ensemble: torch.nn.Module, task, samples, states: list[dict], device: torch.device, amp: str,
+              probs: np.ndarray) -> None:
+    """Log how far autocast moved the submission: fp32 again on up to AGREEMENT_ROWS evenly spread test rows."""
+    rows = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), AGREEMENT_ROWS)).astype(int))
+    fp32 = ensemble_probs(ensemble, task.batches(samples.subset(rows), states), len(rows), device, "off",
+                          desc="fp32 check").numpy()
+    same = int((fp32.argmax(1) == probs[rows].argmax(1)).sum())
+    log.info("%s vs fp32 on %d test rows: same class for %d (%.1f%%), max |Δprob| %.2e", amp, len(rows), same,
+             100 * same / len(rows), float(np.abs(fp32 - probs[rows]).max()))
+
+
 def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test: Path | None = None,
-                   out: Path | None = None) -> Path:
+                   out: Path | None = None, device: str = "auto") -> Path:
     """submission.csv from the exported model (through kit.runtime), on the same test data as predict_run."""
     from kit import runtime
 
-    predictor = runtime.load(export_dir, backend=backend)
+    predictor = runtime.load(export_dir, backend=backend, device=device)
     task = get_task(config)
     samples = task.load("test", test)
     states = predictor.meta["features"]["folds"] if config.task == "tabular" else []
-    probs = np.concatenate([predictor.run(x.numpy()) for x in task.batches(samples, states)])
+    batches = tqdm(task.batches(samples, states), desc=f"predict ({backend})", unit=" batches", mininterval=1.0)
+    probs = np.concatenate([predictor.run(x.numpy()) for x in batches])
     frame = make_submission(samples.ids, probs, config)
     path = write_submission(frame, out or export_dir / "submission.csv", samples.ids, config)
-    log.info("wrote %s from the %s export in %s", path, backend, export_dir)
+    log.info("wrote %s from the %s export in %s (%s)", path, backend, export_dir, predictor.device)
     return path

@@ -112,15 +112,15 @@ def fold_result(run_dir: Path, fold: int) -> tuple[dict, np.ndarray]:
     return json.loads((run_dir / f"fold{fold}.json").read_text()), np.load(run_dir / f"fold{fold}.oof.npy")
 
 
-def load_ensemble(run_dir: Path, task) -> tuple[torch.nn.Module, list[dict]]:
-    """The run's servable fold ensemble (eval mode, CPU) and the folds' preprocessing states."""
+def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, list[dict]]:
+    """The run's servable fold ensemble (eval mode, on `device`) and the folds' preprocessing states."""
     models, states = [], []
     for weights, meta in load_folds(run_dir):
         model = task.build_model(meta["preprocessing"])
         model.load_state_dict(weights)
         models.append(model)
         states.append(meta["preprocessing"])
-    return task.ensemble(models, states).eval(), states
+    return task.ensemble(models, states).to(device).eval(), states
 
 
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:

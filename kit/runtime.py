@@ -23,6 +23,9 @@ from kit.images import decode
 log = logging.getLogger(__name__)
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+DEVICES = ("auto", "cpu", "cuda")
+GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setup GPU=1` (the `gpu` extra, "
+           "onnxruntime-gpu; README, Runtime)")
 
 
 class Predictor:
@@ -48,17 +51,25 @@ class Predictor:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        available = ort.get_available_providers()
+        if self.device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise KitError(f"device 'cuda' with ONNX Runtime needs its CUDA provider, but this onnxruntime "
+                           f"{ort.__version__} offers only {', '.join(available)}; {GPU_FIX}, or use device 'cpu'")
         providers = ["CPUExecutionProvider"]
-        if self.device == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            else:
-                log.warning("ONNX Runtime has no CUDA provider here; running on CPU")
-                self.device = "cpu"
+        if self.device != "cpu" and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels that onnxruntime-gpu[cuda,cudnn] installs
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             raise KitError(f"cannot load {path}: {exc}") from None
+        on_gpu = session.get_providers()[0] == "CUDAExecutionProvider"
+        if self.device == "cuda" and not on_gpu:
+            # onnxruntime-gpu without a usable GPU or CUDA libraries: it logs why and falls back to the CPU.
+            raise KitError(f"ONNX Runtime could not start its CUDA provider for {path} (see its message above: "
+                           f"a visible GPU and CUDA 12 / cuDNN 9 libraries are needed); {GPU_FIX}, or use device 'cpu'")
+        self.device = "cuda" if on_gpu else "cpu"
         self.session = session
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
@@ -69,8 +80,10 @@ class Predictor:
         if threads:
             torch.set_num_threads(threads)
         if self.device == "cuda" and not torch.cuda.is_available():
-            log.warning("CUDA is not available; running TorchScript on CPU")
-            self.device = "cpu"
+            raise KitError(f"device 'cuda', but torch {torch.__version__} sees no GPU (check nvidia-smi and "
+                           "CUDA_VISIBLE_DEVICES); use device 'auto' or 'cpu'")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
@@ -165,11 +178,12 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def load(path: str | os.PathLike, backend: str = "onnx", device: str = "cpu", threads: int | None = None) -> Predictor:
-    """Load the export in folder `path` for `backend` ('onnx' or 'torchscript') on 'cpu' or 'cuda'."""
+def load(path: str | os.PathLike, backend: str = "onnx", device: str = "auto", threads: int | None = None) -> Predictor:
+    """Load the export in folder `path` for `backend` ('onnx' or 'torchscript') on 'auto' (the GPU when the backend
+    can use one here), 'cpu' or 'cuda'."""
     if backend not in FILES:
         raise KitError(f"backend {backend!r} is not one of {sorted(FILES)}")
-    if device not in ("cpu", "cuda"):
-        raise KitError(f"device {device!r} is not 'cpu' or 'cuda'")
+    if device not in DEVICES:
+        raise KitError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     return Predictor(Path(path), backend, device, threads)
 

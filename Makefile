@@ -10,7 +10,6 @@ KIT      = $(PY) -m kit
 # NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
 # export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime)
 ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
-TRAINER = $(if $(NPROC),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m kit,$(KIT))
 
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
@@ -29,10 +28,21 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv and install kit with its dev tools
+# GPU=1: ONNX Runtime's CUDA build (the `gpu` extra). onnxruntime and onnxruntime-gpu install the same
+# `onnxruntime` module, and pip cannot drop a base dependency through an extra, so both are removed and the GPU
+# wheel is put back alone. Once done, the stamp keeps GPU=1 on for later reinstalls.
+GPU ?= $(if $(wildcard $(VENV)/.onnxruntime-gpu),1)
+
+$(VENV)/.onnxruntime-gpu: $(VENV)/.installed
+	$(VENV)/bin/pip install -e '.[dev,gpu]'
+	$(VENV)/bin/pip uninstall -y onnxruntime onnxruntime-gpu
+	$(VENV)/bin/pip install --no-deps 'onnxruntime-gpu'
+	touch $@
+
+setup: $(VENV)/.installed $(if $(GPU),$(VENV)/.onnxruntime-gpu)  ## create .venv and install kit (GPU=1: ONNX on CUDA)
 
 train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
-	$(TRAINER) train $(ARGS) $(if $(DATA),--data $(DATA)) \
+	$(KIT) train $(ARGS) $(if $(DATA),--data $(DATA)) $(if $(NPROC),--nproc_per_node $(NPROC)) \
 		$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL))
 
 predict: setup  ## fold ensemble on the test set -> submission.csv

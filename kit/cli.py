@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
                        help="continue an interrupted run (default: the latest) from its last epoch checkpoint")
     train.add_argument("--parallel", choices=["data", "folds"], default="data",
                        help="under torchrun: all ranks train each fold (data) or ranks train different folds")
+    train.add_argument("--nproc_per_node", type=int, metavar="N",
+                       help="train in N processes under torchrun on this machine (at most one per visible GPU)")
     predict = sub.add_parser("predict", parents=[common, device],
                              help="fold ensemble on the test set -> submission.csv")
     predict.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
@@ -68,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a torchrun launch hands its processes
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
@@ -90,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
     config = load_config(args.comp, overrides)
+    if args.command == "train" and args.nproc_per_node is not None:
+        from kit.distributed import launch
+
+        return launch(args.nproc_per_node, without_option(args.argv, "--nproc_per_node"))
     if args.command == "train":
         from kit.cv import cross_validate
 
@@ -134,3 +141,17 @@ def run(args: argparse.Namespace) -> int:
 
         print(fetch(config, args.data))
     return 0
+
+
+def without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` less option `name` and its value (`name V`, `name=V`, or an abbreviation argparse accepted)."""
+    out, value_next = [], False
+    for item in argv:
+        key = item.split("=", 1)[0]
+        if value_next:
+            value_next = False
+        elif len(key) > 2 and key.startswith("--") and name.startswith(key):
+            value_next = "=" not in item
+        else:
+            out.append(item)
+    return out

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 import torch.distributed as td
+
+from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +76,7 @@ def setup() -> Dist:
     dist = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not td.is_initialized():
         if torch.cuda.is_available():
+            check_nproc(int(os.environ.get("LOCAL_WORLD_SIZE", world)), visible_gpus())
             torch.cuda.set_device(dist.local_rank)
         td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist
@@ -80,3 +85,29 @@ def setup() -> Dist:
 def teardown() -> None:
     if td.is_initialized():
         td.destroy_process_group()
+
+
+def visible_gpus() -> int:
+    """How many GPUs this process may use. KIT_GPU_COUNT stands in for the count where tests need a GPU machine's
+    answer on one without GPUs."""
+    return int(os.environ["KIT_GPU_COUNT"]) if "KIT_GPU_COUNT" in os.environ else torch.cuda.device_count()
+
+
+def check_nproc(nproc: int, gpus: int) -> None:
+    """Refuse more processes per machine than visible GPUs (each process takes the GPU of its LOCAL_RANK; torch
+    would stop with 'invalid device ordinal' after startup). No GPUs: CPU processes, any number."""
+    if gpus and nproc > gpus:
+        raise KitError(f"NPROC={nproc} processes per machine, but only {gpus} GPU(s) are visible and each process "
+                       f"needs its own GPU; use NPROC={gpus} or fewer, or hide the GPUs "
+                       f'(CUDA_VISIBLE_DEVICES="") to train in {nproc} CPU processes')
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """`python -m kit <argv>` in `nproc` processes under torchrun on this machine, after checking that they fit the
+    visible GPUs; torchrun's exit code."""
+    if nproc < 1 or "LOCAL_RANK" in os.environ:
+        raise KitError(f"NPROC={nproc}: give a number of processes of at least 1, outside torchrun")
+    check_nproc(nproc, visible_gpus())
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "kit", *argv]
+    return subprocess.run(command, check=False).returncode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -22,14 +23,17 @@ from kit.tasks import get_task
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PASS_IMAGES = {"cuda": 256, "cpu": 16}  # images per forward pass for predict.batch_size=0 (auto)
 AGREEMENT_ROWS = 256  # test rows re-predicted in fp32 to report how far autocast moved the submission
 
 
 def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None, device: str = "auto") -> Path:
     """Average the run's folds over the test set and write a validated submission.csv."""
     config = runs.run_config(run_dir)
-    task = get_task(config)
     where = resolve(device)
+    # The task reads its batch size from image.batch_size; predict's own (device-dependent) one takes its place.
+    task = get_task(dataclasses.replace(config, image=dataclasses.replace(config.image,
+                                                                          batch_size=batch_size(config, where))))
     ensemble, states = runs.load_ensemble(run_dir, task, where)
     samples = task.load("test", test)
     amp = config.predict.amp
@@ -42,6 +46,13 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     log.info("wrote %s: %d rows from %d folds; predicted class counts %s", path, len(frame), len(states),
              dict(zip(config.classes, counts.tolist(), strict=True)))
     return path
+
+
+def batch_size(config: Config, device: torch.device) -> int:
+    """predict.batch_size, or for 0 the batch whose forward pass (batch x TTA views) holds about PASS_IMAGES."""
+    if config.predict.batch_size:
+        return config.predict.batch_size
+    return max(1, PASS_IMAGES[device.type] // len(config.tta.views))
 
 
 def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,

@@ -68,7 +68,8 @@ class Predictor:
         if self.device == "cuda" and not on_gpu:
             # onnxruntime-gpu without a usable GPU or CUDA libraries: it logs why and falls back to the CPU.
             raise KitError(f"ONNX Runtime could not start its CUDA provider for {path} (see its message above: "
-                           f"a visible GPU and CUDA 12 / cuDNN 9 libraries are needed); {GPU_FIX}, or use device 'cpu'")
+                           "a visible GPU and the CUDA / cuDNN libraries of its build are needed); "
+                           f"{GPU_FIX}, or use device 'cpu'")
         self.device = "cuda" if on_gpu else "cpu"
         self.session = session
         name = session.get_inputs()[0].name

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         from kit.predict import predict_run
 
         run_dir = runs.find_run(config.competition, args.run, args.runs)
-        print(predict_run(run_dir, args.test, args.out, args.device))
+        print(predict_run(run_dir, args.test, args.out, args.device, config.predict))
     elif args.command == "export":
         from kit import runs
         from kit.export import export_run

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kit import runs
-from kit.config import Config
+from kit.config import Config, PredictConfig
 from kit.device import describe, resolve
 from kit.errors import KitError
 from kit.submission import make_submission, write_submission
@@ -27,9 +27,12 @@ PASS_IMAGES = {"cuda": 256, "cpu": 16}  # images per forward pass for predict.ba
 AGREEMENT_ROWS = 256  # test rows re-predicted in fp32 to report how far autocast moved the submission
 
 
-def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None, device: str = "auto") -> Path:
-    """Average the run's folds over the test set and write a validated submission.csv."""
+def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None, device: str = "auto",
+                settings: PredictConfig | None = None) -> Path:
+    """Average the run's folds over the test set and write a validated submission.csv. `settings` (this command's
+    predict section) take the place of the run's: how to predict is not part of what was trained."""
     config = runs.run_config(run_dir)
+    config = dataclasses.replace(config, predict=settings or config.predict)
     where = resolve(device)
     # The task reads its batch size from image.batch_size; predict's own (device-dependent) one takes its place.
     task = get_task(dataclasses.replace(config, image=dataclasses.replace(config.image,

@@ -143,12 +143,13 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
 
     def on_epoch(row: dict) -> None:
         for key, value in row.items():
-            if writer and key not in ("epoch", "best"):
+            if writer and key not in ("epoch", "best", "finite"):
                 writer.add_scalar(f"fold{fold}/{key}", value, row["epoch"])
 
-    result = fit(model, task.dataset(part, state, train=True), task.dataset(valid, state, train=False),
-                 config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}", class_weights=weights,
-                 checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist)
+    train_batches = task.loader(part, state, train=True, dist=dist)
+    valid_batches = task.loader(valid, state, train=False, dist=dist)
+    result = fit(model, train_batches, valid_batches, config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}",
+                 class_weights=weights, checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist)
     if not dist.main:
         return
     probs = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def mix_batch(
-    x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Return mixed inputs, both label sets and the weight of the first; with both on, pick one per batch."""
-    use_cutmix = cutmix > 0 and x.dim() == 4 and (mixup <= 0 or torch.rand(1, generator=generator).item() < 0.5)
+    """Return mixed inputs, both label sets and the weight of the first; with both on, pick one per batch.
+
+    Every draw comes from `rng` on the host (the trainer seeds it per (seed, epoch, step)), so nothing waits
+    for the device and loader workers cannot shift the draws.
+    """
+    use_cutmix = cutmix > 0 and x.dim() == 4 and (mixup <= 0 or rng.random() < 0.5)
     alpha = cutmix if use_cutmix else mixup
-    lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha > 0 else 1.0
-    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
+    perm = torch.from_numpy(rng.permutation(len(x))).to(x.device, non_blocking=True)
     x = x.float()
     if use_cutmix:  # NHWC: paste a box of the partner image, then use the box's true area for lam
         h, w = x.shape[1], x.shape[2]
         cut = (1 - lam) ** 0.5
         ch, cw = int(h * cut), int(w * cut)
-        cy, cx = (int(torch.randint(0, n, (1,), generator=generator)) for n in (h, w))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
         y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
         x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
         x = x.clone()

@@ -1,14 +1,17 @@
 """One fold of training: AdamW, warm-up + cosine schedule, gradient clipping, early stopping, best weights,
-per-epoch resume checkpoints, and data-parallel training under torchrun."""
+per-epoch resume checkpoints, and data-parallel training under torchrun.
+
+The loop never waits on the host inside an epoch: loss and accuracy accumulate on the device and are read
+once per epoch, so on a GPU the host runs ahead queueing work while the device computes.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
 import math
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from kit import atomic
+from kit.batches import derive
 from kit.config import TrainConfig
 from kit.distributed import SINGLE, Dist
 from kit.errors import KitError
@@ -28,14 +31,18 @@ from kit.mixing import mix_batch
 
 log = logging.getLogger(__name__)
 
+MIX, TORCH = 3, 4  # streams of derived seeds (kit/batches.py owns shuffling and augmentation)
+
 
 @dataclass
 class EarlyStopping:
-    """Stop after `patience` epochs without an improvement larger than `min_delta`."""
+    """Stop after `patience` epochs without an improvement larger than `min_delta`, counted only after
+    `min_epochs`. A non-finite value is never an improvement."""
 
     patience: int
     min_delta: float = 0.0
     mode: str = "max"
+    min_epochs: int = 0
     best: float | None = None
     best_epoch: int = -1
     bad_epochs: int = 0
@@ -43,10 +50,11 @@ class EarlyStopping:
     def step(self, value: float, epoch: int) -> bool:
         """Record an epoch's value; True when it is a new best."""
         sign = 1.0 if self.mode == "max" else -1.0
-        if self.best is None or sign * (value - self.best) > self.min_delta:
+        if math.isfinite(value) and (self.best is None or sign * (value - self.best) > self.min_delta):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
-        self.bad_epochs += 1
+        if epoch > self.min_epochs:
+            self.bad_epochs += 1
         return False
 
     @property
@@ -74,146 +82,158 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return LambdaLR(optimizer, factor)
 
 
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of one epoch (and rank): every random draw of an epoch derives from it, so a resumed
-    epoch draws exactly what the interrupted one did, whatever ran before it."""
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+class TrainState:
+    """Everything a resumed fold needs, behind state_dict/load_state_dict: weights, optimizer, LR schedule,
+    AMP scaler, early stopping, the best weights so far and the epoch history."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, dist: Dist = SINGLE):
+        device = next(model.parameters()).device
+        self.model, self.device = model, device
+        self.amp_dtype = autocast_dtype(cfg.amp, device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           fused=device.type == "cuda")
+        self.scheduler = warmup_cosine(self.optimizer, round(cfg.warmup_epochs * steps_per_epoch),
+                                       cfg.epochs * steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        monitor = "max" if cfg.monitor == "accuracy" else "min"
+        self.stopper = EarlyStopping(cfg.patience, cfg.min_delta, monitor, cfg.min_epochs)
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.history: list[dict] = []
+        net = model
+        if dist.world > 1:
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.net = torch.compile(net) if cfg.compile else net  # what the training steps call
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished so far."""
+        return len(self.history)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "best_state": self.best_state,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "stopper": asdict(self.stopper), "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.stopper = EarlyStopping(**state["stopper"])
+        self.best_state = {k: v.to(self.device) for k, v in state["best_state"].items()}
+        self.history = state["history"]
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
 
 
-def seed_worker(worker_id: int) -> None:
-    """DataLoader workers: seed Python and NumPy from the worker's torch seed (set by the loader's generator)."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg: TrainConfig, seed: int,
+                epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass of training steps over `batches`; returns (summed loss, correct count) on the device, and the
+    number of samples. Nothing in here waits for the device."""
+    state.model.train()
+    loss_sum = torch.zeros((), device=state.device)
+    correct = torch.zeros((), dtype=torch.long, device=state.device)
+    seen = 0
+    for step, (x, y) in enumerate(batches):
+        with state.autocast():
+            if cfg.mixup > 0 or cfg.cutmix > 0:  # partners and weights from (seed, epoch, step): no worker draws
+                rng = np.random.default_rng([seed, epoch, MIX, step])
+                x, y_a, y_b, lam = mix_batch(x, y, cfg.mixup, cfg.cutmix, rng)
+                logits = state.net(x)
+                loss = lam * criterion(logits, y_a) + (1 - lam) * criterion(logits, y_b)
+            else:
+                logits = state.net(x)
+                loss = criterion(logits, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(state.trainable, cfg.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return loss_sum, correct, seen
 
 
-def fit(
-    model: nn.Module,
-    train_data: Dataset,
-    valid_data: Dataset,
-    cfg: TrainConfig,
-    seed: int,
-    on_epoch: Callable[[dict], None] | None = None,
-    desc: str = "train",
-    class_weights: torch.Tensor | None = None,
-    checkpoint: Path | None = None,
-    dist: Dist = SINGLE,
-) -> FitResult:
-    """Train `model` in place; on return it holds the weights of the best validation epoch.
+def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: Callable[[dict], None] | None = None,
+        desc: str = "train", class_weights: torch.Tensor | None = None, checkpoint: Path | None = None,
+        dist: Dist = SINGLE) -> FitResult:
+    """Train `model` in place on `train` batches (kit/batches.py), validating on `valid` every epoch; on return
+    it holds the weights of the best validation epoch.
 
-    With `checkpoint`, the whole training state is written there atomically after every epoch, and training
-    continues from it when it exists. With a `dist` of several ranks, training is data-parallel: each rank
-    trains on its shard of every epoch with `cfg.batch_size / ranks` per step and the metrics are summed.
+    With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
+    from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
     """
-    device = next(model.parameters()).device
-    amp_dtype = autocast_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    generator = torch.Generator()
-    batch_size = max(1, cfg.batch_size // dist.world)
-    sampler = None
-    if dist.world > 1:
-        sampler = DistributedSampler(train_data, dist.world, dist.rank, seed=seed, drop_last=True)
-    # BatchNorm cannot train on a final batch of one, so drop the ragged tail when there is more than a batch.
-    train_loader = DataLoader(
-        train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=generator,
-        drop_last=len(train_data) > cfg.batch_size, num_workers=cfg.num_workers, worker_init_fn=seed_worker,
-    )
-    if dist.world > 1:
-        valid_data = Subset(valid_data, range(dist.rank, len(valid_data), dist.world))
-    valid_loader = DataLoader(valid_data, batch_size=batch_size * 2, num_workers=cfg.num_workers,
-                              worker_init_fn=seed_worker)
-    net = model
-    if dist.world > 1:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = len(train_loader)
-    scheduler = warmup_cosine(optimizer, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
-    weight = class_weights.to(device) if class_weights is not None else None
+    state = TrainState(model, cfg, len(train), dist)
+    weight = class_weights.to(state.device) if class_weights is not None else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    stopper = EarlyStopping(cfg.patience, cfg.min_delta, "max" if cfg.monitor == "accuracy" else "min")
-    best_state = copy.deepcopy(model.state_dict())
-    history: list[dict] = []
     saved = dist.from_main(lambda: load_checkpoint(checkpoint)) if checkpoint else None
     if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved["scaler"]:
-            scaler.load_state_dict(saved["scaler"])
-        stopper = EarlyStopping(**saved["stopper"])
-        best_state, history = saved["best_state"], saved["history"]
-        log.info("%s: resuming after epoch %d (best so far: epoch %d)", desc, saved["epoch"], stopper.best_epoch)
-    bar = tqdm(range(len(history) + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
+        state.load_state_dict(saved)
+        log.info("%s: resuming after epoch %d (best so far: epoch %d)", desc, saved["epoch"], state.stopper.best_epoch)
+    bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
     for epoch in bar:
-        if stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
+        if state.stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
             break
-        start = time.perf_counter()
-        torch.manual_seed(epoch_seed(seed, epoch, dist.rank))  # dropout, drop-path, mixing weights
-        generator.manual_seed(epoch_seed(seed, epoch))  # shuffling, loader workers, mixing partners
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        if hasattr(train_data, "reseed"):  # per-sample augmentation seeds
-            train_data.reseed(epoch_seed(seed, epoch))
-        model.train()
-        total_loss, correct, seen = 0.0, 0, 0
-        for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                if cfg.mixup > 0 or cfg.cutmix > 0:
-                    x, y_a, y_b, lam = mix_batch(x, y, cfg.mixup, cfg.cutmix, generator)
-                    logits = net(x)
-                    loss = lam * criterion(logits, y_a) + (1 - lam) * criterion(logits, y_b)
-                else:
-                    logits = net(x)
-                    loss = criterion(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-        total_loss, correct, seen = dist.all_sum([total_loss, correct, seen])
-        dist.sync_buffers(model)
-        valid_loss, valid_acc = evaluate(model, valid_loader, criterion, amp_dtype, dist)
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "valid_loss": valid_loss,
-            "valid_accuracy": valid_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
-        if stopper.step(valid_acc if cfg.monitor == "accuracy" else valid_loss, epoch):
-            best_state = copy.deepcopy(model.state_dict())
-        row["best"] = stopper.best_epoch == epoch
-        history.append(row)
+        row = run_epoch(state, train, valid, criterion, cfg, seed, epoch, dist)
         if checkpoint and dist.main:
-            save_checkpoint(checkpoint, {
-                "epoch": epoch, "model": model.state_dict(), "best_state": best_state,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "stopper": asdict(stopper), "history": history,
-            })
-        bar.set_postfix(loss=f"{valid_loss:.4f}", acc=f"{valid_acc:.4f}")
-        log.info(
-            "%s epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.2e  %.1fs%s",
-            desc, epoch, cfg.epochs, row["train_loss"], row["train_accuracy"], valid_loss, valid_acc,
-            row["lr"], row["seconds"], "  *" if row["best"] else "",
-        )
+            save_checkpoint(checkpoint, state.state_dict())
+        bar.set_postfix(loss=f"{row['valid_loss']:.4f}", acc=f"{row['valid_accuracy']:.4f}")
+        log_epoch(desc, cfg.epochs, row)
         if on_epoch:
             on_epoch(row)
-        if stopper.should_stop:
-            log.info("%s early stop at epoch %d; best epoch %d", desc, epoch, stopper.best_epoch)
+        if not row["finite"]:
+            if state.stopper.best_epoch < 0:
+                raise KitError(f"{desc} diverged in epoch {epoch} (loss {row['train_loss']}); lower train.lr or "
+                               "set train.grad_clip, then train again")
+            log.warning("%s: loss is not finite in epoch %d; stopping, best epoch %d", desc, epoch,
+                        state.stopper.best_epoch)
+            break
+        if state.stopper.should_stop:
+            log.info("%s early stop at epoch %d; best epoch %d", desc, epoch, state.stopper.best_epoch)
             break
     bar.close()
-    model.load_state_dict(best_state)
-    return FitResult(stopper.best_epoch, float(stopper.best), len(history), history)
+    model.load_state_dict(state.best_state)
+    return FitResult(state.stopper.best_epoch, float(state.stopper.best), state.epoch, state.history)
+
+
+def run_epoch(state: TrainState, train, valid, criterion: nn.Module, cfg: TrainConfig, seed: int, epoch: int,
+              dist: Dist) -> dict:
+    """Train and validate one epoch, update early stopping and the best weights; the epoch's history row."""
+    start = time.perf_counter()
+    torch.manual_seed(derive(seed, epoch, TORCH, dist.rank))  # dropout and drop-path
+    train.set_epoch(seed, epoch)
+    loss_sum, correct, seen = train_epoch(state, train, criterion, cfg, seed, epoch)
+    total_loss, total_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one host sync
+    total_loss, total_correct, seen = dist.all_sum([total_loss, total_correct, seen])
+    train_seconds = time.perf_counter() - start
+    dist.sync_buffers(state.model)
+    valid_loss, valid_acc = evaluate(state.model, valid, criterion, state.amp_dtype, dist)
+    train_loss = total_loss / max(seen, 1)
+    finite = math.isfinite(train_loss) and math.isfinite(valid_loss)
+    value = (valid_acc if cfg.monitor == "accuracy" else valid_loss) if finite else math.nan
+    row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": total_correct / max(seen, 1),
+           "valid_loss": valid_loss, "valid_accuracy": valid_acc, "lr": state.optimizer.param_groups[0]["lr"],
+           "images_per_second": seen * dist.world / max(train_seconds, 1e-9),
+           "seconds": time.perf_counter() - start, "finite": finite}
+    if state.stopper.step(value, epoch):
+        state.best_state = copy.deepcopy(state.model.state_dict())
+    row["best"] = state.stopper.best_epoch == epoch
+    state.history.append(row)
+    return row
+
+
+def log_epoch(desc: str, epochs: int, row: dict) -> None:
+    log.info("%s epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+             desc, row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["valid_loss"],
+             row["valid_accuracy"], row["lr"], row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -241,20 +261,20 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, loader: DataLoader, criterion: nn.Module, amp_dtype: torch.dtype | None = None,
-    dist: Dist = SINGLE,
-) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` over `loader` (summed over the ranks' shards)."""
+def evaluate(model: nn.Module, batches: Iterable, criterion: nn.Module, amp_dtype: torch.dtype | None = None,
+             dist: Dist = SINGLE) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` over `batches` (summed over the ranks' shards); one host sync."""
     device = next(model.parameters()).device
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    for x, y in batches:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x).float()
-        total_loss += criterion(logits, y).item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += criterion(logits, y) * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    total_loss, correct, seen = dist.all_sum([total_loss, correct, seen])
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    total_loss, total_correct = torch.stack([loss_sum, correct]).tolist()
+    total_loss, total_correct, seen = dist.all_sum([total_loss, total_correct, seen])
+    return total_loss / max(seen, 1), total_correct / max(seen, 1)

@@ -67,8 +67,11 @@ def test_test_size_caches_larger_images_than_the_training_crop(tmp_path, food_di
     assert samples.data.shape[1:] == (48, 48, 3)  # one cache, at the test size
     state = task.fit(samples)
     assert (state["size"], state["crop"]) == (48, 32)
-    assert task.dataset(samples, state, train=True)[0][0].shape == (32, 32, 3)  # augmented crops
-    assert task.dataset(samples, state, train=False)[0][0].shape == (32, 32, 3)  # per-epoch validation
+    for backend in ("albumentations", "tensor"):
+        task.config.augment.backend = backend
+        for train in (True, False):  # augmented crops; per-epoch validation on the whole image
+            x, _ = next(iter(task.loader(samples, state, train=train)))
+            assert x.shape[1:] == (32, 32, 3), (backend, train)
     assert next(task.batches(samples, [state])).shape[1:] == (48, 48, 3)  # OOF, test and exports
 
 
@@ -183,6 +186,7 @@ def test_offline_lite0_weights_recognise_an_espresso():
 def test_frozen_modules_keep_their_weights_while_the_rest_trains():
     from torch.utils.data import TensorDataset
 
+    from kit.batches import DatasetBatches
     from kit.config import TrainConfig
     from kit.models import ImageClassifier, image_net, image_norm
     from kit.trainer import fit
@@ -193,7 +197,8 @@ def test_frozen_modules_keep_their_weights_while_the_rest_trains():
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8, generator=g),
                          torch.arange(16) % 11)
-    fit(ImageClassifier(net, *image_norm(config.model)), data, data, TrainConfig(epochs=2, batch_size=8), seed=0)
+    batches = DatasetBatches(data, 8, torch.device("cpu"), shuffle=True, workers=0)
+    fit(ImageClassifier(net, *image_norm(config.model)), batches, batches, TrainConfig(epochs=2, batch_size=8), seed=0)
     after = net.state_dict()
     for key in ("features.0.weight", "features.0.bias", "features.1.weight", "features.1.bias"):
         assert torch.equal(before[key], after[key]), key

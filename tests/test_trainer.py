@@ -1,9 +1,16 @@
+import math
+
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from kit.batches import DatasetBatches
 from kit.config import TrainConfig
+from kit.errors import KitError
 from kit.trainer import EarlyStopping, evaluate, fit
+
+CPU = torch.device("cpu")
 
 
 def test_early_stopping_counts_patience_and_min_delta():
@@ -13,6 +20,19 @@ def test_early_stopping_counts_patience_and_min_delta():
     assert not stopper.should_stop
     assert not stopper.step(0.4, 3)
     assert stopper.should_stop and stopper.best_epoch == 1
+
+
+def test_patience_counts_only_after_min_epochs_and_nan_is_never_best():
+    stopper = EarlyStopping(patience=1, mode="min", min_epochs=3)
+    assert stopper.step(1.0, 1)
+    assert not stopper.step(2.0, 2) and not stopper.step(math.nan, 3)
+    assert not stopper.should_stop  # epochs 2 and 3 are inside min_epochs
+    assert not stopper.step(math.nan, 4)
+    assert stopper.should_stop and stopper.best == 1.0 and stopper.best_epoch == 1
+
+
+def _batches(data, batch_size=32, shuffle=True):
+    return DatasetBatches(data, batch_size, CPU, shuffle=shuffle, workers=0)
 
 
 def _conflicting_data():
@@ -28,13 +48,51 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     cfg = TrainConfig(epochs=30, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="loss", patience=3)
-    result = fit(model, train, valid, cfg, seed=0)
+    result = fit(model, _batches(train), _batches(valid, 64, False), cfg, seed=0)
     assert result.epochs_run == result.best_epoch + 3 < 30  # stopped after `patience` bad epochs
     best = result.history[result.best_epoch - 1]
     assert best["best"] and best["valid_loss"] == min(r["valid_loss"] for r in result.history)
-    loader = torch.utils.data.DataLoader(valid, batch_size=64)
-    loss, _ = evaluate(model, loader, nn.CrossEntropyLoss())
+    loss, _ = evaluate(model, _batches(valid, 64, False), nn.CrossEntropyLoss())
     assert abs(loss - best["valid_loss"]) < 1e-5  # the weights in the model are the best epoch's
+
+
+def test_min_epochs_lets_the_schedule_run_before_patience_counts():
+    train, valid = _conflicting_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    cfg = TrainConfig(epochs=12, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="loss", patience=3, min_epochs=9)
+    result = fit(model, _batches(train), _batches(valid, 64, False), cfg, seed=0)
+    assert result.best_epoch < 9 and result.epochs_run == 12  # without min_epochs it stops at best + 3
+
+
+class BlowsUp(nn.Module):
+    """A real linear model whose output turns NaN after `after` training forward passes."""
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.linear, self.after = nn.Linear(4, 2), after
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+        out = self.linear(x)
+        return out * math.nan if self.calls > self.after else out
+
+
+def test_a_nan_loss_never_becomes_the_best_epoch():
+    train, _ = _conflicting_data()
+    torch.manual_seed(0)
+    model = BlowsUp(after=8)  # 8 steps per epoch: epoch 1 is finite, epoch 2 is not
+    cfg = TrainConfig(epochs=5, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="accuracy", patience=5)
+    result = fit(model, _batches(train), _batches(train, 64, False), cfg, seed=0)
+    assert result.best_epoch == 1 and result.epochs_run == 2  # stopped at the first non-finite epoch
+    assert not result.history[1]["best"] and math.isnan(result.history[1]["train_loss"])
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # epoch 1's weights are back
+
+    diverged = BlowsUp(after=0)
+    with pytest.raises(KitError, match="diverged in epoch 1"):
+        fit(diverged, _batches(train), _batches(train, 64, False), cfg, seed=0)
 
 
 def test_fit_is_reproducible_for_a_seed():
@@ -43,6 +101,6 @@ def test_fit_is_reproducible_for_a_seed():
     for _ in range(2):
         torch.manual_seed(123)
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-        fit(model, train, train, TrainConfig(epochs=3, batch_size=32), seed=7)
+        fit(model, _batches(train), _batches(train, 64, False), TrainConfig(epochs=3, batch_size=32), seed=7)
         outputs.append(model(valid.tensors[0]))
     assert torch.equal(outputs[0], outputs[1])

@@ -9,9 +9,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from kit.batches import Batches
 from kit.config import Config
+from kit.distributed import Dist
 
 
 @dataclass
@@ -39,8 +40,9 @@ class Task(Protocol):
     def fit(self, train: Samples) -> dict:
         """Fit preprocessing on a fold's training part; return it as JSON-able state."""
 
-    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
-        """(input, label) pairs for the training loop; `train` switches augmentation on."""
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist) -> Batches:
+        """The training loop's (input, label) batches on `dist.device` (kit/batches.py); `train` switches
+        shuffling and augmentation on."""
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         """A fresh model for the preprocessing `state` (returns logits); `pretrained` loads ImageNet weights."""

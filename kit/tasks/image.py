@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kit.batches import DatasetBatches, DeviceImages
 from kit.config import AugmentConfig, Config
+from kit.distributed import SINGLE, Dist
 from kit.ensemble import TTA, FoldEnsemble
 from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
@@ -77,14 +80,20 @@ class ImageTask:
         cfg = self.config.image
         return {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
 
-    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE) -> DeviceImages | DatasetBatches:
         """Training: augmented crops. Validation (every epoch): the whole image at the crop size, which is cheaper
         than test_size; the OOF predictions, test set and exports then run at test_size."""
+        cfg, device = self.config, dist.device
+        batch = cfg.train.batch_size if train else cfg.train.batch_size * 2
+        if augment_backend(cfg.augment.backend, device) == "tensor":
+            return DeviceImages(samples.data, samples.y, batch, device, state["crop"], cfg.augment if train else None,
+                                cfg.image.device_cache, dist)
         if train:
-            transform = augmentation(self.config.augment, state["crop"])
+            transform = augmentation(cfg.augment, state["crop"])
         else:
             transform = A.Compose([A.Resize(state["crop"], state["crop"])]) if state["crop"] != state["size"] else None
-        return CachedImages(samples.data, samples.y, transform)
+        return DatasetBatches(CachedImages(samples.data, samples.y, transform), batch, device, shuffle=train,
+                              workers=loader_workers(cfg.train.num_workers, device), dist=dist)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         net = image_net(self.config.model, len(self.config.classes), pretrained)
@@ -106,26 +115,44 @@ def describe_bad(paths: list[Path], bad: dict[int, str], shown: int = 5) -> str:
 
 
 class CachedImages(Dataset):
-    """(uint8 HWC image, label) pairs read from the decoded cache, augmented when a transform is given."""
+    """(uint8 HWC image, label) pairs read from the decoded cache, augmented when a transform is given: then items
+    are fetched by (key, index), and sample i's draws come from (key, i), the same in any worker or rank."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | None):
         self.images, self.labels, self.transform = images, labels, transform
-        self.seed = 0
-
-    def reseed(self, seed: int) -> None:
-        """Sample i's augmentation draws from (seed, i): the same in any worker, rank or resumed run."""
-        self.seed = seed
+        self.keyed = transform is not None
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        key, i = item if isinstance(item, tuple) else (0, item)
         image = np.asarray(self.images[i])
         if self.transform is not None:
-            rng = np.random.default_rng([self.seed, i])
+            rng = np.random.default_rng([key, i])
             self.transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             image = self.transform(image=image)["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
+
+
+def augment_backend(setting: str, device: torch.device) -> str:
+    """`augment.backend`: auto is batched tensor code on a GPU and albumentations on the CPU, where it is faster
+    (measured: 2,600-3,000 vs 1,500-1,700 images/s on 2 cores, 224 -> 160 px crops)."""
+    if setting == "auto":
+        return "tensor" if device.type == "cuda" else "albumentations"
+    return setting
+
+
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """`train.num_workers`: auto gives albumentations its own CPU processes when a GPU does the model's work,
+    and none on a CPU-only machine, where the model needs every core and augmentation is ~2% of a step."""
+    if setting != "auto":
+        return int(setting)
+    return min(8, max(1, torch_cpus() - 1)) if device.type == "cuda" else 0
+
+
+def torch_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def augmentation(cfg: AugmentConfig, size: int) -> A.Compose:

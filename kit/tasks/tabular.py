@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
+from kit.batches import DatasetBatches
 from kit.config import Config, FeaturesConfig
+from kit.distributed import SINGLE, Dist
 from kit.ensemble import FoldEnsemble
 from kit.errors import KitError
 from kit.models import MLP
@@ -43,9 +45,11 @@ class TabularTask:
     def fit(self, train: Samples) -> dict:
         return fit_encoding(train.data, self.spec)
 
-    def dataset(self, samples: Samples, state: dict, train: bool) -> Dataset:
-        x = torch.from_numpy(encode(samples.data, state))
-        return TensorDataset(x, torch.from_numpy(samples.y))
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE) -> DatasetBatches:
+        data = TensorDataset(torch.from_numpy(encode(samples.data, state)), torch.from_numpy(samples.y))
+        batch = self.config.train.batch_size * (1 if train else 2)
+        workers = 0 if self.config.train.num_workers == "auto" else self.config.train.num_workers
+        return DatasetBatches(data, batch, dist.device, shuffle=train, workers=workers, dist=dist)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         m = self.config.model

@@ -1,0 +1,155 @@
+"""What the training loop iterates: batches already on the training device, reshuffled every epoch.
+
+Two sources share one order: `DatasetBatches` runs a torch Dataset through a DataLoader (tabular rows, and
+images augmented per sample by albumentations in CPU workers); `DeviceImages` keeps the uint8 image cache on
+the device (or in pinned host memory) and augments whole batches there. The order and every random draw
+derive from (seed, epoch, sample index), never from which worker, rank or batch a sample lands in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kit import augment
+from kit.config import AugmentConfig
+from kit.distributed import SINGLE, Dist
+
+log = logging.getLogger(__name__)
+
+SHUFFLE, AUGMENT = 1, 2  # streams of derived seeds; the trainer owns the others
+
+
+class Batches(Protocol):
+    """One epoch of (input, label) batches on the training device; `set_epoch` fixes the epoch's order and draws."""
+
+    def set_epoch(self, seed: int, epoch: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def derive(*keys: int) -> int:
+    """A 32-bit seed that is a pure function of `keys` (e.g. seed, epoch, stream)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, dist: Dist) -> list[np.ndarray]:
+    """This rank's batches of sample indices for one epoch.
+
+    Training (`shuffle`): one permutation per (seed, epoch), cut to whole global batches when there is more than
+    one (BatchNorm cannot train on a ragged batch of one), dealt out rank by rank. Evaluation: every sample once,
+    in order, rank r taking r, r + world, ...
+    """
+    if not shuffle:
+        mine = np.arange(dist.rank, n, dist.world)
+        return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, epoch, SHUFFLE))).numpy()
+    if n > batch_size:
+        order = order[: n - n % batch_size]
+    local = max(1, batch_size // dist.world)
+    order = order[: len(order) - len(order) % dist.world][dist.rank :: dist.world]
+    return [order[i : i + local] for i in range(0, len(order), local)]
+
+
+class DatasetBatches:
+    """A torch Dataset through one DataLoader (persistent workers, pinned memory on CUDA). Items are fetched as
+    (augmentation key, index) pairs when the dataset is augmented, so workers need no per-epoch state."""
+
+    def __init__(self, data: Dataset, batch_size: int, device: torch.device, shuffle: bool, workers: int,
+                 dist: Dist = SINGLE):
+        self.data, self.batch_size, self.device, self.shuffle, self.dist = data, batch_size, device, shuffle, dist
+        self.seed, self.epoch = 0, 0
+        # Its own generator: starting an epoch's iterator must not consume the global RNG that dropout uses.
+        self.loader = DataLoader(data, batch_sampler=_EpochSampler(self), num_workers=workers,
+                                 pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                 generator=torch.Generator().manual_seed(0))
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.epoch = seed, epoch
+
+    def order(self) -> list[list]:
+        key = derive(self.seed, self.epoch, AUGMENT)
+        keyed = getattr(self.data, "keyed", False)
+        return [[(key, int(i)) if keyed else int(i) for i in batch]
+                for batch in epoch_order(len(self.data), self.batch_size, self.seed, self.epoch, self.shuffle,
+                                         self.dist)]
+
+    def __len__(self) -> int:
+        return len(self.order())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+class _EpochSampler:
+    """The DataLoader's batch sampler: asks its owner for the current epoch's batches (in the main process)."""
+
+    def __init__(self, owner: DatasetBatches):
+        self.owner = owner
+
+    def __iter__(self) -> Iterator[list]:
+        return iter(self.owner.order())
+
+    def __len__(self) -> int:
+        return len(self.owner.order())
+
+
+class DeviceImages:
+    """The uint8 NHWC images of a fold on the training device when they fit in `share` of its free memory,
+    else in pinned host memory, copied a whole batch at a time; augmented (or resized) per batch there."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, size: int,
+                 augment_cfg: AugmentConfig | None, share: float = 0.5, dist: Dist = SINGLE):
+        self.device, self.size, self.cfg, self.dist, self.batch_size = device, size, augment_cfg, dist, batch_size
+        self.images = place(np.require(images, requirements=["C", "W"]), device, share)  # a writable copy
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.epoch = seed, epoch
+
+    def _order(self) -> list[np.ndarray]:
+        return epoch_order(len(self.labels), self.batch_size, self.seed, self.epoch, self.cfg is not None, self.dist)
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        key = derive(self.seed, self.epoch, AUGMENT)
+        for batch in self._order():
+            index = torch.from_numpy(batch)
+            device_index = index.to(self.device, non_blocking=True)
+            if self.images.device == self.device:
+                x = self.images[device_index]
+            else:  # gather on the host into pinned memory, copy without blocking the host
+                x = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8,
+                                pin_memory=self.device.type == "cuda")
+                torch.index_select(self.images, 0, index, out=x)
+                x = x.to(self.device, non_blocking=True)
+            if self.cfg is not None:
+                x = augment.augment(x, device_index, self.cfg, key, self.size)
+            else:
+                x = augment.resize(x, self.size)
+            yield x, self.labels[device_index]
+
+
+def place(images: np.ndarray, device: torch.device, share: float) -> torch.Tensor:
+    """The image array as a tensor on `device` when it fits in `share` of the free memory there, else on the
+    host (pinned, when the device is a GPU)."""
+    tensor = torch.from_numpy(images)
+    if device.type != "cuda":
+        return tensor
+    free, _ = torch.cuda.mem_get_info(device)
+    if tensor.nbytes <= share * free:
+        return tensor.to(device)
+    log.info("image cache %.1f GB exceeds %.0f%% of the GPU's %.1f GB free: streaming batches from pinned memory",
+             tensor.nbytes / 1e9, share * 100, free / 1e9)
+    return tensor.pin_memory()

@@ -1,0 +1,103 @@
+"""Batched tensor augmentation (kit/augment.py) and the batch sources (kit/batches.py), on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from kit import augment
+from kit.batches import DatasetBatches, DeviceImages, epoch_order
+from kit.config import AugmentConfig
+from kit.distributed import Dist
+from kit.tasks.image import CachedImages, augmentation
+
+CPU = torch.device("cpu")
+
+
+def _images(n: int = 8, size: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g)
+
+
+def test_draws_are_uniform_and_depend_on_key_index_and_stream_only():
+    index = torch.arange(20000)
+    u = augment.uniform(7, index, 0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 12**-0.5) < 0.01
+    assert torch.equal(augment.uniform(7, index.flip(0), 0), u.flip(0))  # order of the batch does not matter
+    for other in (augment.uniform(8, index, 0), augment.uniform(7, index, 1)):
+        assert abs(np.corrcoef(u.numpy(), other.numpy())[0, 1]) < 0.03  # another key or stream: independent
+
+
+def test_a_sample_is_augmented_the_same_in_any_batch():
+    images, cfg = _images(), AugmentConfig(rotate=15, vflip=0.5, color_jitter=0.4, hue=0.1)
+    whole = augment.augment(images, torch.arange(8), cfg, key=11, size=32)
+    order = torch.tensor([5, 2, 7])
+    part = augment.augment(images[order], order, cfg, key=11, size=32)
+    assert part.shape == (3, 32, 32, 3)
+    torch.testing.assert_close(part, whole[order], atol=1e-4, rtol=0)
+    assert not torch.allclose(augment.augment(images, torch.arange(8), cfg, key=12, size=32), whole)  # new epoch
+
+
+def test_a_full_crop_without_flips_is_the_identity():
+    images = _images()
+    cfg = AugmentConfig(scale=[1.0, 1.0], ratio=[1.0, 1.0], hflip=0.0, color_jitter=0.0)
+    out = augment.augment(images, torch.arange(8), cfg, key=3, size=48)
+    torch.testing.assert_close(out, images.float(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("flip, dim", [("hflip", 2), ("vflip", 1)])
+def test_flips_flip(flip, dim):
+    images = _images()
+    cfg = AugmentConfig(scale=[1.0, 1.0], ratio=[1.0, 1.0], color_jitter=0.0, **{"hflip": 0.0, flip: 1.0})
+    out = augment.augment(images, torch.arange(8), cfg, key=3, size=48)
+    torch.testing.assert_close(out, images.flip(dim).float(), atol=1e-3, rtol=0)
+
+
+def test_crops_zoom_in_and_colour_jitter_stays_in_range():
+    # A left-dark, right-bright image: a small crop sees a narrower range of columns than the whole image.
+    ramp = torch.linspace(0, 255, 64).round().to(torch.uint8).view(1, 1, 64, 1).expand(4, 64, 64, 3).contiguous()
+    cfg = AugmentConfig(scale=[0.1, 0.1], ratio=[1.0, 1.0], hflip=0.0, color_jitter=0.0)
+    out = augment.augment(ramp, torch.arange(4), cfg, key=1, size=64)
+    spans = out[..., 0].amax(dim=(1, 2)) - out[..., 0].amin(dim=(1, 2))
+    assert (spans < 255 * 0.45).all()  # side sqrt(0.1) = 0.32 of the image
+    jitter = AugmentConfig(color_jitter=0.8, hue=0.2)
+    out = augment.augment(_images(), torch.arange(8), jitter, key=1, size=48)
+    assert out.min() >= 0 and out.max() <= 255 and out.is_contiguous()  # NHWC memory: channels-last for the model
+
+
+def test_training_order_deals_each_sample_to_one_rank_and_evaluation_covers_all():
+    ranks = [epoch_order(50, 8, seed=1, epoch=3, shuffle=True, dist=Dist(r, 2)) for r in range(2)]
+    dealt = [np.concatenate(batches) for batches in ranks]
+    assert all(len(b) == 4 for batches in ranks for b in batches)  # the global batch of 8 split over 2 ranks
+    assert not set(dealt[0]) & set(dealt[1]) and len(dealt[0]) + len(dealt[1]) == 48  # ragged tail dropped
+    assert not np.array_equal(np.concatenate(epoch_order(50, 8, 1, 4, True, Dist())), np.concatenate(
+        epoch_order(50, 8, 1, 3, True, Dist())))  # a new permutation every epoch
+    evaluation = [np.concatenate(epoch_order(50, 8, 1, 3, False, Dist(r, 2))) for r in range(2)]
+    assert sorted(np.concatenate(evaluation)) == list(range(50))
+
+
+def _epoch(batches, epoch: int = 2) -> list:
+    batches.set_epoch(5, epoch)
+    return [(x.clone(), y.clone()) for x, y in batches]
+
+
+def test_albumentations_batches_do_not_depend_on_loader_workers():
+    images, labels = _images(24).numpy(), np.arange(24) % 3
+    data = CachedImages(images, labels, augmentation(AugmentConfig(rotate=10), 32))
+    runs = [_epoch(DatasetBatches(data, 8, CPU, shuffle=True, workers=w)) for w in (0, 2)]
+    assert len(runs[0]) == 3
+    for (xa, ya), (xb, yb) in zip(*runs, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_device_images_give_the_same_samples_whatever_the_batch_size():
+    images, labels = _images(16).numpy(), np.arange(16)
+    cfg = AugmentConfig(color_jitter=0.3)
+    by_label = []
+    for batch in (4, 16):
+        out = _epoch(DeviceImages(images, labels, batch, CPU, 32, cfg))
+        x, y = torch.cat([b[0] for b in out]), torch.cat([b[1] for b in out])
+        by_label.append(x[y.argsort()])
+    torch.testing.assert_close(by_label[0], by_label[1], atol=1e-4, rtol=0)
+    valid = _epoch(DeviceImages(images, labels, 8, CPU, 24, None))
+    assert [b[1].tolist() for b in valid] == [list(range(8)), list(range(8, 16))]  # in order, resized
+    assert valid[0][0].shape == (8, 24, 24, 3)

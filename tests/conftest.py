@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TITANIC = ROOT / "competitions" / "titanic" / "data"
 
 
-def run_kit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
+# Subprocesses of the tests mean the CPU path: GPUs hidden, so the suite tests the same thing on a GPU machine.
+CPU_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+def run_kit(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would (GPUs hidden; `env` adds variables)."""
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd or ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env={**CPU_ENV, **(env or {})})
 
 
 @pytest.fixture

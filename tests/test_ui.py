@@ -12,7 +12,7 @@ from gradio_client.exceptions import AppError
 
 from kit import runtime
 from kit.errors import KitError
-from ui.app import build
+from ui.app import BACKENDS, build
 
 # The browser test can point at real exports (e.g. the README screenshot):
 #   KIT_UI_EXPORTS=exports KIT_UI_COMP=food101-10 KIT_SCREENSHOT=docs/ui.png pytest tests/test_ui.py -k browser
@@ -44,16 +44,19 @@ def app_url(exports):
     app.close()
 
 
-def classify(client, *paths, backend="ONNX Runtime"):
-    return client.predict([handle_file(str(p)) for p in paths], None, "food11", backend, "cpu", 3,
+def classify(client, *paths, backend="ONNX Runtime", device="cpu"):
+    return client.predict([handle_file(str(p)) for p in paths], None, "food11", backend, device, 3,
                           api_name="/classify")
 
 
 @pytest.mark.parametrize("backend", ["ONNX Runtime", "TorchScript"])
 def test_app_answers_like_the_runtime(app_url, exports, image_export, backend):
     image = sorted((image_export[1] / "valid").glob("*.jpg"))[0]
-    gallery, label, status = classify(Client(app_url, verbose=False), image, backend=backend)
+    gallery, label, status = classify(Client(app_url, verbose=False), image, backend=backend, device="auto")
     probs = runtime.load(exports / "food11", backend="onnx").predict_proba([image])[0]
+    # `auto` (the app's default) resolves the way kit.runtime does, and the status names the device it chose.
+    chosen = runtime.load(exports / "food11", backend=BACKENDS[backend], device="auto").device
+    assert status.endswith(f"({backend}, {chosen}).") and chosen in ("cpu", "cuda")
     classes = runtime.read_meta(exports / "food11")["classes"]
     assert label["label"] == classes[int(probs.argmax())]
     top = label["confidences"][0]

@@ -36,9 +36,10 @@ def find_exports(root: Path) -> tuple[dict[str, dict], list[str]]:
 
 
 def devices() -> list[str]:
+    """`auto` first (kit.runtime takes the GPU where the chosen backend can use one), then this machine's devices."""
     import torch
 
-    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return ["auto", "cpu", "cuda"] if torch.cuda.is_available() else ["auto", "cpu"]
 
 
 def about(meta: dict) -> str:
@@ -116,7 +117,7 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                     with gr.Column():
                         comp = gr.Dropdown(image_comps, value=image_comps[0], label="Competition")
                         backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
-                        device = gr.Radio(devices(), value="cpu", label="Device")
+                        device = gr.Radio(devices(), value="auto", label="Device")
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
                         files = gr.File(file_count="multiple", file_types=["image"], label="Drop images here")
                         with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
@@ -149,7 +150,7 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         embarked = gr.Radio(["S", "C", "Q"], value="S", label="Embarked")
                         cabin = gr.Textbox("", label="Cabin (optional)")
                         t_backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
-                        t_device = gr.Radio(devices(), value="cpu", label="Device")
+                        t_device = gr.Radio(devices(), value="auto", label="Device")
                         t_button = gr.Button("Predict", variant="primary")
                     with gr.Column():
                         t_label = gr.Label(label="Survival probability")

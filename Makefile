@@ -8,8 +8,9 @@ KIT      = $(PY) -m kit
 # Optional: DATA (training data), TEST (test data), OUT (submission path), RUN (run id), SET ("k=v k=v"),
 # FROM (run | export), BACKEND (onnx | torchscript), RESUME (1 = the latest run, or a run id),
 # NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
-# export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime)
-ARGS = --comp $(COMP) $(foreach s,$(SET),--set $(s))
+# export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime), RECIPE (a file beside the config laid
+# over it: RECIPE=gpu reads competitions/$(COMP)/gpu.yaml)
+ARGS = --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s))
 
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
@@ -58,8 +59,8 @@ ui: setup  ## Gradio app over the exports, on http://127.0.0.1:$(PORT)
 data: setup  ## download the competition data (Kaggle credentials), or print the manual steps
 	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))
 
-bench: setup  ## training images/s: kit's decode cache vs a naive PIL loader, same model
-	$(KIT) bench --comp $(BENCH_COMP) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
+bench: setup  ## training and predict images/s against the model-only ceiling on this device (RECIPE=gpu, DEVICE)
+	$(KIT) bench --comp $(BENCH_COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
 
 test: setup  ## run the test suite
 	$(PY) -m pytest

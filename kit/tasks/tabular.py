@@ -45,11 +45,12 @@ class TabularTask:
     def fit(self, train: Samples) -> dict:
         return fit_encoding(train.data, self.spec)
 
-    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE) -> DatasetBatches:
+    def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
+               device: torch.device | None = None) -> DatasetBatches:
         data = TensorDataset(torch.from_numpy(encode(samples.data, state)), torch.from_numpy(samples.y))
         batch = self.config.train.batch_size * (1 if train else 2)
         workers = 0 if self.config.train.num_workers == "auto" else self.config.train.num_workers
-        return DatasetBatches(data, batch, dist.device, shuffle=train, workers=workers, dist=dist)
+        return DatasetBatches(data, batch, device or dist.device, shuffle=train, workers=workers, dist=dist)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         m = self.config.model

@@ -17,7 +17,7 @@ from kit.config import AugmentConfig
 
 M32 = 0xFFFFFFFF
 # One stream per random parameter, so adding a parameter never shifts the others' draws.
-AREA, RATIO, CX, CY, HFLIP, VFLIP, ROTATE_ON, ANGLE, JITTER_ON, BRIGHT, CONTRAST, SATUR, HUE = range(13)
+AREA, RATIO, CX, CY, HFLIP, VFLIP, ROTATE_ON, ANGLE, JITTER_ON, BRIGHT, CONTRAST, SATUR, HUE, STREAMS = range(14)
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -34,9 +34,11 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def uniform(key: int, index: torch.Tensor, stream: int) -> torch.Tensor:
-    """U[0, 1) float32 per element of `index` (int64), a pure function of (key, index, stream)."""
-    h = _hash32(_hash32(index.long() ^ (key & M32)) ^ ((stream * 0x9E3779B9) & M32))
+def uniform(key: int, index: torch.Tensor, streams: int) -> torch.Tensor:
+    """U[0, 1) float32 [len(index), streams]: column s is a pure function of (key, index, s). All streams in one
+    pass of ~30 element-wise kernels, so a batch's draws cost the host a few launches, not hundreds."""
+    stream = torch.arange(streams, device=index.device) * 0x9E3779B9 & M32
+    h = _hash32(_hash32(index.long()[:, None] ^ (key & M32)) ^ stream)
     return (h >> 8).float() * (1.0 / (1 << 24))
 
 
@@ -44,9 +46,10 @@ def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return low + (high - low) * u
 
 
-def crop_matrices(cfg: AugmentConfig, key: int, index: torch.Tensor) -> torch.Tensor:
-    """[B, 2, 3] affine_grid matrices: output square -> a random crop of the source, flipped and rotated."""
-    u = {s: uniform(key, index, s) for s in (AREA, RATIO, CX, CY, HFLIP, VFLIP, ROTATE_ON, ANGLE)}
+def crop_matrices(cfg: AugmentConfig, u: torch.Tensor) -> torch.Tensor:
+    """[B, 2, 3] affine_grid matrices from the draws `u`: output square -> a random crop of the source, flipped
+    and rotated."""
+    u = u.unbind(1)
     area = _between(u[AREA], *cfg.scale)
     ratio = torch.exp(_between(u[RATIO], math.log(cfg.ratio[0]), math.log(cfg.ratio[1])))
     w = torch.sqrt(area * ratio).clamp(max=1.0)  # crop width and height as fractions of the source side
@@ -73,13 +76,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def color_jitter(x: torch.Tensor, cfg: AugmentConfig, key: int, index: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, cfg: AugmentConfig, u: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, saturation and hue on float NCHW in 0..255, each sample with probability 0.8."""
     j = cfg.color_jitter
-    on = uniform(key, index, JITTER_ON) < 0.8
+    on = u[:, JITTER_ON] < 0.8
 
     def factor(stream: int, low: float, high: float, identity: float) -> torch.Tensor:
-        return torch.where(on, _between(uniform(key, index, stream), low, high), identity).view(-1, 1, 1, 1)
+        return torch.where(on, _between(u[:, stream], low, high), identity).view(-1, 1, 1, 1)
 
     x = (x * factor(BRIGHT, 1 - j, 1 + j, 1.0)).clamp(0, 255)
     mean = _gray(x).mean(dim=(2, 3), keepdim=True)
@@ -91,27 +94,29 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, key: int, index: torch.Ten
     return x
 
 
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+_YIQ_INV = torch.linalg.inv(_YIQ).float()  # once, here: on a GPU every linalg.inv would wait for the device
+_YIQ = _YIQ.float()
 
 
 def hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate each image's hue by `turns` (fractions of the colour circle) in YIQ space: one 3x3 matrix each."""
-    yiq = _YIQ.to(x.device)
+    yiq, yiq_inv = _YIQ.to(x.device), _YIQ_INV.to(x.device)
     cos, sin = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
     rot = torch.zeros(len(turns), 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    matrix = torch.linalg.inv(yiq) @ rot @ yiq
+    matrix = yiq_inv @ rot @ yiq
     return torch.einsum("bij,bjhw->bihw", matrix, x).clamp(0, 255)
 
 
 def augment(images: torch.Tensor, index: torch.Tensor, cfg: AugmentConfig, key: int, size: int) -> torch.Tensor:
     """The training augmentation of a uint8 NHWC batch: float NHWC [B, size, size, 3] in 0..255, channels-last
     memory (what the model's NHWC -> NCHW permute turns into the fast convolution layout)."""
-    index = index.to(images.device)
-    x = crop(images, crop_matrices(cfg, key, index), size)
+    u = uniform(key, index.to(images.device), STREAMS)
+    x = crop(images, crop_matrices(cfg, u), size)
     if cfg.color_jitter > 0:
-        x = color_jitter(x, cfg, key, index)
+        x = color_jitter(x, cfg, u)
     return x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
 
 

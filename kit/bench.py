@@ -159,6 +159,7 @@ def image_pipeline(config: Config, data: Path | None, limit: int, device_name: s
     if config.task != "image":
         raise KitError(f"make bench measures image pipelines; {config.competition} is a {config.task} task")
     device = resolve(device_name)
+    torch.backends.cudnn.benchmark = not config.train.deterministic  # as kit.cv trains
     root = Path(data) if data else config.path(config.data.train)
     paths, labels, _ = list_labelled(split_folders(root)["train"], config.classes)
     paths, labels = paths[:limit], labels[:limit]

@@ -69,6 +69,8 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
         logging.getLogger("kit").setLevel(logging.WARNING)  # rank 0 reports for everyone
     if config.train.deterministic:
         make_deterministic()
+    else:
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its kernels once
     task = get_task(config)
     started = time.perf_counter()
     if not dist.main:

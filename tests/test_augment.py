@@ -20,10 +20,12 @@ def _images(n: int = 8, size: int = 48) -> torch.Tensor:
 
 def test_draws_are_uniform_and_depend_on_key_index_and_stream_only():
     index = torch.arange(20000)
-    u = augment.uniform(7, index, 0)
+    draws = augment.uniform(7, index, 2)
+    u = draws[:, 0]
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 12**-0.5) < 0.01
-    assert torch.equal(augment.uniform(7, index.flip(0), 0), u.flip(0))  # order of the batch does not matter
-    for other in (augment.uniform(8, index, 0), augment.uniform(7, index, 1)):
+    assert torch.equal(augment.uniform(7, index.flip(0), 2), draws.flip(0))  # order of the batch does not matter
+    assert torch.equal(augment.uniform(7, index, 5)[:, :2], draws)  # more streams leave the first ones alone
+    for other in (augment.uniform(8, index, 1)[:, 0], draws[:, 1]):
         assert abs(np.corrcoef(u.numpy(), other.numpy())[0, 1]) < 0.03  # another key or stream: independent
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -94,20 +95,18 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, u: torch.Tensor) -> torch.
     return x
 
 
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
-_YIQ_INV = torch.linalg.inv(_YIQ).float()  # once, here: on a GPU every linalg.inv would wait for the device
-_YIQ = _YIQ.float()
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_YIQ)
 
 
 def hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate each image's hue by `turns` (fractions of the colour circle) in YIQ space: one 3x3 matrix each."""
-    yiq, yiq_inv = _YIQ.to(x.device), _YIQ_INV.to(x.device)
-    cos, sin = torch.cos(2 * math.pi * turns), torch.sin(2 * math.pi * turns)
-    rot = torch.zeros(len(turns), 3, 3, device=x.device)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    matrix = yiq_inv @ rot @ yiq
-    return torch.einsum("bij,bjhw->bihw", matrix, x).clamp(0, 255)
+    """Rotate each image's hue by `turns` (fractions of the colour circle) in YIQ space. The colour matrices
+    enter as Python numbers: a constant tensor would be a host-to-device copy on every batch."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    y, i, q = (w0 * r + w1 * g + w2 * b for w0, w1, w2 in _YIQ.tolist())
+    cos, sin = torch.cos(2 * math.pi * turns).view(-1, 1, 1, 1), torch.sin(2 * math.pi * turns).view(-1, 1, 1, 1)
+    i, q = cos * i - sin * q, sin * i + cos * q
+    return torch.cat([w0 * y + w1 * i + w2 * q for w0, w1, w2 in _YIQ_TO_RGB.tolist()], dim=1).clamp(0, 255)
 
 
 def augment(images: torch.Tensor, index: torch.Tensor, cfg: AugmentConfig, key: int, size: int) -> torch.Tensor:

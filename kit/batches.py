@@ -124,21 +124,28 @@ class DeviceImages:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         key = derive(self.seed, self.epoch, AUGMENT)
-        for batch in self._order():
-            index = torch.from_numpy(batch)
-            device_index = index.to(self.device, non_blocking=True)
-            if self.images.device == self.device:
-                x = self.images[device_index]
-            else:  # gather on the host into pinned memory, copy without blocking the host
-                x = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8,
-                                pin_memory=self.device.type == "cuda")
-                torch.index_select(self.images, 0, index, out=x)
-                x = x.to(self.device, non_blocking=True)
-            if self.cfg is not None:
-                x = augment.augment(x, device_index, self.cfg, key, self.size)
-            else:
-                x = augment.resize(x, self.size)
-            yield x, self.labels[device_index]
+        order = self._order()
+        if not order:
+            return
+        flat = torch.from_numpy(np.concatenate(order))
+        on_device = flat.to(self.device)  # the epoch's indices in one copy, not one per step
+        start = 0
+        for batch in order:
+            index, device_index = flat[start : start + len(batch)], on_device[start : start + len(batch)]
+            start += len(batch)
+            yield self._images(index, device_index, key), self.labels[device_index]
+
+    def _images(self, index: torch.Tensor, device_index: torch.Tensor, key: int) -> torch.Tensor:
+        if self.images.device == self.device:
+            x = self.images[device_index]
+        else:  # gather on the host into pinned memory, copy without blocking the host
+            x = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8,
+                            pin_memory=self.device.type == "cuda")
+            torch.index_select(self.images, 0, index, out=x)
+            x = x.to(self.device, non_blocking=True)
+        if self.cfg is not None:
+            return augment.augment(x, device_index, self.cfg, key, self.size)
+        return augment.resize(x, self.size)
 
 
 def place(images: np.ndarray, device: torch.device, share: float) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from kit.augment import uniform
+
 
 def mix_batch(
     x: torch.Tensor, y: torch.Tensor, mixup: float, cutmix: float, rng: np.random.Generator
@@ -17,7 +19,8 @@ def mix_batch(
     use_cutmix = cutmix > 0 and x.dim() == 4 and (mixup <= 0 or rng.random() < 0.5)
     alpha = cutmix if use_cutmix else mixup
     lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0
-    perm = torch.from_numpy(rng.permutation(len(x))).to(x.device, non_blocking=True)
+    # Partners: a permutation made on the device from hashed keys (no host-to-device copy in the step).
+    perm = uniform(int(rng.integers(2**32)), torch.arange(len(x), device=x.device), 1)[:, 0].argsort()
     x = x.float()
     if use_cutmix:  # NHWC: paste a box of the partner image, then use the box's true area for lam
         h, w = x.shape[1], x.shape[2]

@@ -1,0 +1,22 @@
+"""`make bench` on a tiny image set: the real loop against the model-only ceiling, ending with the efficiency line."""
+
+import re
+
+from conftest import run_kit
+
+
+def test_bench_measures_training_and_prediction_against_the_ceiling(tmp_path, food_dir):
+    settings = ("image.size=32 image.test_size=40 model.name=hw3_cnn model.freeze=[] model.pretrained=none "
+                "train.batch_size=8 cv.folds=2 tta.views=[identity,hflip]")
+    result = run_kit("bench", "--comp", "food11", "--data", str(food_dir), "--set", settings, "--device", "cpu",
+                     "--exports", str(tmp_path / "none"), "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"efficiency train \d+\.\d\d infer \d+\.\d\d \(device CPU \(\d+ threads\)\)", lines[-1])
+    rates = {name: float(re.search(rf"^  {name}\s+([\d.]+) images/s", result.stdout, re.M).group(1))
+             for name in ("model-only ceiling", "kit pipeline", "naive PIL loader", "kit predict")}
+    assert all(rate > 0 for rate in rates.values())
+    train, infer = (float(x) for x in re.findall(r"\d+\.\d\d", lines[-1]))
+    kit_rows = re.findall(r"\(([\d.]+)x ceiling", result.stdout)
+    assert [float(r) for r in kit_rows[::2]] == [train, infer]  # the line's ratios are the measured ones
+    assert "44 from" in result.stdout and "44 images x 2 TTA pass(es) x 2 folds" in result.stdout

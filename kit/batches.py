@@ -128,7 +128,8 @@ class DeviceImages:
         if not order:
             return
         flat = torch.from_numpy(np.concatenate(order))
-        on_device = flat.to(self.device)  # the epoch's indices in one copy, not one per step
+        pinned = flat.pin_memory() if self.device.type == "cuda" else flat
+        on_device = pinned.to(self.device, non_blocking=True)  # the epoch's indices in one copy, not one per step
         start = 0
         for batch in order:
             index, device_index = flat[start : start + len(batch)], on_device[start : start + len(batch)]

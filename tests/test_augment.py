@@ -103,3 +103,41 @@ def test_device_images_give_the_same_samples_whatever_the_batch_size():
     valid = _epoch(DeviceImages(images, labels, 8, CPU, 24, None))
     assert [b[1].tolist() for b in valid] == [list(range(8)), list(range(8, 16))]  # in order, resized
     assert valid[0][0].shape == (8, 24, 24, 3)
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_gpu_batches_match_whether_the_cache_is_resident_or_streamed_and_match_the_cpu():
+    cuda = torch.device("cuda")
+    images, labels, cfg = _images(16).numpy(), np.arange(16), AugmentConfig(rotate=10, color_jitter=0.3)
+    resident = DeviceImages(images, labels, 8, cuda, 32, cfg, share=1.0)
+    streamed = DeviceImages(images, labels, 8, cuda, 32, cfg, share=1e-12)  # never fits: pinned host memory
+    assert resident.images.is_cuda and not streamed.images.is_cuda and streamed.images.is_pinned()
+    on_cpu = _epoch(DeviceImages(images, labels, 8, CPU, 32, cfg))
+    for a, b, c in zip(_epoch(resident), _epoch(streamed), on_cpu, strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        torch.testing.assert_close(a[0].cpu(), c[0], atol=0.5, rtol=0)  # same draws; kernels may round apart
+
+
+@needs_gpu
+def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
+    from kit.config import TrainConfig
+    from kit.models import HW3CNN, ImageClassifier
+    from kit.trainer import TrainState, train_epoch
+
+    cuda = torch.device("cuda")
+    cfg = TrainConfig(batch_size=8, mixup=0.4, cutmix=1.0, grad_clip=1.0, label_smoothing=0.1)
+    model = ImageClassifier(HW3CNN(11), [0.5] * 3, [0.5] * 3).to(cuda).to(memory_format=torch.channels_last)
+    batches = DeviceImages(_images(32).numpy(), np.arange(32) % 11, 8, cuda, 32, AugmentConfig(rotate=10))
+    state, criterion = TrainState(model, cfg, len(batches)), torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    batches.set_epoch(0, 1)
+    train_epoch(state, batches, criterion, cfg, 0, 1)  # warm-up: lazy CUDA initialisation may synchronise
+    batches.set_epoch(0, 2)
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising call in the epoch raises
+    try:
+        loss, correct, seen = train_epoch(state, batches, criterion, cfg, 0, 2)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert seen == 32 and torch.isfinite(loss)

@@ -81,7 +81,7 @@ class PredictConfig:
     # Autocast for `predict` (eager ensemble); the log then reports agreement with fp32. Exports stay fp32.
     amp: Literal["off", "bf16", "fp16"] = "off"
     # Test images per batch; each forward pass carries batch x TTA views images. 0: auto, so that a pass holds
-    # about 256 images on a GPU and 16 on the CPU (where small passes stay in cache: ~1.5x faster than 64 on 2 cores).
+    # about 256 images on a GPU and 32 on the CPU (2 cores: 32 ran as fast as 64 or faster, 8-16 up to 2x slower).
     batch_size: int = 0
 
 

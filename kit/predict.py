@@ -23,7 +23,7 @@ from kit.tasks import get_task
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PASS_IMAGES = {"cuda": 256, "cpu": 16}  # images per forward pass for predict.batch_size=0 (auto)
+PASS_IMAGES = {"cuda": 256, "cpu": 32}  # images per forward pass for predict.batch_size=0 (auto)
 AGREEMENT_ROWS = 256  # test rows re-predicted in fp32 to report how far autocast moved the submission
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -175,16 +176,31 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
     weight = class_weights.to(state.device) if class_weights is not None else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
     saved = dist.from_main(lambda: load_checkpoint(checkpoint)) if checkpoint else None
+    writer = CheckpointWriter(checkpoint) if checkpoint and dist.main else None
     if saved:
         state.load_state_dict(saved)
         log.info("%s: resuming after epoch %d (best so far: epoch %d)", desc, saved["epoch"], state.stopper.best_epoch)
     bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
+    try:
+        train_epochs(state, bar, train, valid, criterion, cfg, seed, desc, on_epoch, writer, dist)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()  # the last checkpoint is on disk (or its error raised) before the fold is saved
+    model.load_state_dict(state.best_state)
+    return FitResult(state.stopper.best_epoch, float(state.stopper.best), state.epoch, state.history)
+
+
+def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Module, cfg: TrainConfig,
+                 seed: int, desc: str, on_epoch: Callable[[dict], None] | None, writer: CheckpointWriter | None,
+                 dist: Dist) -> None:
+    """The epoch loop of `fit`: train, checkpoint, report, and stop early, on a non-finite loss or at the end."""
     for epoch in bar:
         if state.stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
             break
         row = run_epoch(state, train, valid, criterion, cfg, seed, epoch, dist)
-        if checkpoint and dist.main:
-            save_checkpoint(checkpoint, state.state_dict())
+        if writer:
+            writer.save(state.state_dict())
         bar.set_postfix(loss=f"{row['valid_loss']:.4f}", acc=f"{row['valid_accuracy']:.4f}")
         log_epoch(desc, cfg.epochs, row)
         if on_epoch:
@@ -199,9 +215,6 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
         if state.stopper.should_stop:
             log.info("%s early stop at epoch %d; best epoch %d", desc, epoch, state.stopper.best_epoch)
             break
-    bar.close()
-    model.load_state_dict(state.best_state)
-    return FitResult(state.stopper.best_epoch, float(state.stopper.best), state.epoch, state.history)
 
 
 def run_epoch(state: TrainState, train, valid, criterion: nn.Module, cfg: TrainConfig, seed: int, epoch: int,
@@ -234,6 +247,40 @@ def log_epoch(desc: str, epochs: int, row: dict) -> None:
     log.info("%s epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
              desc, row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["valid_loss"],
              row["valid_accuracy"], row["lr"], row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
+
+
+class CheckpointWriter:
+    """Writes resume checkpoints in a background thread while the next epoch trains (a GPU epoch can take less
+    time than writing the state to disk), one at a time; a write's error is raised by the next save or close."""
+
+    def __init__(self, path: Path):
+        self.path, self.pool, self.pending = path, ThreadPoolExecutor(1, thread_name_prefix="kit-checkpoint"), None
+
+    def save(self, state: dict) -> None:
+        self.wait()
+        snapshot = _to_cpu(state)  # a copy now: training goes on changing the tensors in place
+        self.pending = self.pool.submit(save_checkpoint, self.path, snapshot)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

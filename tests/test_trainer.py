@@ -104,3 +104,13 @@ def test_fit_is_reproducible_for_a_seed():
         fit(model, _batches(train), _batches(train, 64, False), TrainConfig(epochs=3, batch_size=32), seed=7)
         outputs.append(model(valid.tensors[0]))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_train_compile_trains_and_keeps_plain_state_dict_keys():
+    train, _ = _conflicting_data()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    before = model[0].weight.detach().clone()
+    result = fit(model, _batches(train), _batches(train, 64, False), TrainConfig(epochs=2, compile=True), seed=0)
+    assert result.history[-1]["valid_accuracy"] > 0.6 and not torch.equal(before, model[0].weight)
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # checkpoints and exports load

@@ -1,15 +1,20 @@
 """Where things run: DEVICE=auto|cpu|cuda, the runtime's device choice, and torchrun's processes vs GPUs."""
 
+import json
 import subprocess
 import sys
 
 import onnxruntime as ort
 import pytest
+import torch
 from conftest import CPU_ENV, ROOT, run_kit
 
-from kit import runtime
+from kit import runs, runtime
 from kit.distributed import check_nproc
 from kit.errors import KitError
+from kit.export import export_run
+from kit.predict import ensemble_probs
+from kit.tasks import get_task
 
 NO_ONNX_CUDA = "CUDAExecutionProvider" not in ort.get_available_providers()
 
@@ -69,3 +74,21 @@ def test_runtime_auto_picks_what_the_backend_can_use(titanic_export):
     assert runtime.load(folder, backend="onnx").device == "cpu"
     with pytest.raises(KitError, match="device 'gpu' is not one of auto, cpu, cuda"):
         runtime.load(folder, backend="onnx", device="gpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_predict_and_export_on_the_gpu_agree_with_the_cpu(image_export, tmp_path):
+    tmp, food_dir, _ = image_export
+    run_dir = runs.find_run("food11", None, tmp / "runs")
+    task = get_task(runs.run_config(run_dir))
+    samples = task.load("test", food_dir / "test")
+    probs = {}
+    for name in ("cpu", "cuda"):
+        device = torch.device(name)
+        ensemble, states = runs.load_ensemble(run_dir, task, device)
+        probs[name] = ensemble_probs(ensemble, task.batches(samples, states), len(samples), device)
+    assert probs["cuda"].device.type == "cpu" and float((probs["cuda"] - probs["cpu"]).abs().max()) <= 2e-3
+    folder = export_run(run_dir, tmp_path / "exports", food_dir, device="cuda")
+    parity = json.loads((folder / "meta.json").read_text())["parity"]
+    assert {"torchscript on cpu", "onnx on cpu", "torchscript on cuda"} <= set(parity["devices"])
+    assert runtime.load(folder, backend="torchscript", device="auto").device == "cuda"

@@ -35,7 +35,7 @@ def test_image_round_trip_matches_eager_at_batch_1_and_7(image_export, backend):
     task = get_task(config)
     eager, states = runs.load_ensemble(run_dir, task)
     samples = task.load("train", food_dir)
-    predictor = runtime.load(tmp / "exports" / "food11", backend=backend)
+    predictor = runtime.load(tmp / "exports" / "food11", backend=backend, device="cpu")  # where eager ran
     for n in (1, 7):
         x = torch.from_numpy(np.ascontiguousarray(samples.data[:n]))
         with torch.no_grad():
@@ -67,8 +67,8 @@ def test_onnx_needs_nothing_but_onnxruntime_and_meta(image_export):
 def test_titanic_round_trip_and_raw_passenger_rows(titanic_export):
     folder = titanic_export / "exports" / "titanic"
     test = pd.read_csv(TITANIC / "test.csv")
-    onnx_model = runtime.load(folder, backend="onnx")
-    ts_model = runtime.load(folder, backend="torchscript")
+    onnx_model = runtime.load(folder, backend="onnx", device="cpu")
+    ts_model = runtime.load(folder, backend="torchscript", device="cpu")
     a, b = onnx_model.predict_proba(test.head(7)), ts_model.predict_proba(test.head(7))
     assert a.shape == (7, 2) and np.abs(a - b).max() <= 1e-4
     one = onnx_model.predict_proba(test.iloc[0].to_dict())

@@ -53,10 +53,10 @@ def classify(client, *paths, backend="ONNX Runtime", device="cpu"):
 def test_app_answers_like_the_runtime(app_url, exports, image_export, backend):
     image = sorted((image_export[1] / "valid").glob("*.jpg"))[0]
     gallery, label, status = classify(Client(app_url, verbose=False), image, backend=backend, device="auto")
-    probs = runtime.load(exports / "food11", backend="onnx").predict_proba([image])[0]
     # `auto` (the app's default) resolves the way kit.runtime does, and the status names the device it chose.
-    chosen = runtime.load(exports / "food11", backend=BACKENDS[backend], device="auto").device
-    assert status.endswith(f"({backend}, {chosen}).") and chosen in ("cpu", "cuda")
+    predictor = runtime.load(exports / "food11", backend=BACKENDS[backend], device="auto")
+    probs = predictor.predict_proba([image])[0]
+    assert status.endswith(f"({backend}, {predictor.device}).") and predictor.device in ("cpu", "cuda")
     classes = runtime.read_meta(exports / "food11")["classes"]
     assert label["label"] == classes[int(probs.argmax())]
     top = label["confidences"][0]

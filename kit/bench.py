@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from kit import augment
 from kit.batches import DatasetBatches
 from kit.config import Config, TrainConfig
 from kit.device import describe, resolve
@@ -99,6 +101,7 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
             rates[name].append(training_rate(state, batches, cfg, epochs, min_seconds))
     best = {name: max(values) for name, values in rates.items()}
     backend = augment_backend(config.augment.backend, device)
+    alone = augmentation_rates(config, samples, crop, device)
     rows = [
         ("training", f"{config.model.name} {crop}px batch {cfg.batch_size}, freeze {config.model.freeze or 'none'}, "
                      f"amp {state.amp_dtype or 'fp32'}, best of {rounds} interleaved rounds"),
@@ -106,8 +109,37 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
         ("  kit pipeline", f"{best['kit']:.1f} images/s ({best['kit'] / best['ceiling']:.2f}x ceiling; "
                            f"augment.backend {backend}, rounds {' '.join(f'{v:.1f}' for v in rates['kit'])})"),
         ("  naive PIL loader", f"{best['naive']:.1f} images/s ({best['naive'] / best['ceiling']:.2f}x ceiling)"),
+        ("  augmentation alone", f"albumentations {alone['albumentations']:.0f} images/s (one CPU process), "
+                                 f"tensor {alone['tensor']:.0f} images/s (batches of {cfg.batch_size}, {device.type})"),
     ]
     return rows, best["kit"] / best["ceiling"]
+
+
+def augmentation_rates(config: Config, samples: Samples, crop: int, device: torch.device) -> dict[str, float]:
+    """Images/s of the augmentation alone, each backend twice in alternation, best kept: albumentations one sample
+    at a time in this process, the tensor code a training batch at a time on `device`."""
+    transform, batch = augmentation(config.augment, crop), config.train.batch_size
+    images = torch.from_numpy(samples.data).to(device)
+    index = torch.arange(len(images), device=device)
+
+    def albumentations() -> None:
+        for i, image in enumerate(samples.data):
+            rng = np.random.default_rng([1, i])
+            transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
+            transform(image=image)
+
+    def tensor() -> None:
+        for start in range(0, len(images), batch):
+            out = augment.augment(images[start : start + batch], index[start : start + batch], config.augment, 1, crop)
+        out.sum().item()  # wait for the device
+
+    rates: dict[str, float] = {}
+    for _ in range(2):
+        for name, run in (("albumentations", albumentations), ("tensor", tensor)):
+            start = time.perf_counter()
+            run()
+            rates[name] = max(rates.get(name, 0.0), len(images) / (time.perf_counter() - start))
+    return rates
 
 
 def prediction(config: Config, task, samples: Samples, device: torch.device,
@@ -184,8 +216,8 @@ def image_pipeline(config: Config, data: Path | None, limit: int, device_name: s
 
 
 def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[str, str]]:
-    """Latency at batch 1 (p50/p95) and throughput at batch 32: eager (the run the export came from),
-    TorchScript and ONNX Runtime, same thread count, warm-up excluded."""
+    """On the CPU, at the same thread count: latency at batch 1 (p50/p95) and throughput at batch 32 of eager (the run
+    the export came from), TorchScript and ONNX Runtime, warm-up excluded."""
     from kit import runs, runtime
     from kit.tasks import get_task
 
@@ -203,8 +235,8 @@ def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[s
             return eager(torch.from_numpy(x)).numpy()
 
     backends = {"eager": eager_run,
-                "torchscript": runtime.load(export_dir, "torchscript", threads=threads).run,
-                "onnxruntime": runtime.load(export_dir, "onnx", threads=threads).run}
+                "torchscript": runtime.load(export_dir, "torchscript", device="cpu", threads=threads).run,
+                "onnxruntime": runtime.load(export_dir, "onnx", device="cpu", threads=threads).run}
     results = {}
     for name, run in backends.items():
         one, batch = x32[:1].numpy(), x32.numpy()

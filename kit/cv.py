@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from kit import atomic, distributed, plots, runs
 from kit.config import Config, to_dict
 from kit.distributed import SINGLE, Dist
-from kit.ensemble import predict_proba
 from kit.errors import KitError, describe_os_error
+from kit.predict import ensemble_probs
 from kit.tasks import Samples, get_task
 from kit.trainer import fit
 
@@ -154,7 +154,9 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
                  class_weights=weights, checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist)
     if not dist.main:
         return
-    probs = predict_proba(task.ensemble([model], [state]), task.batches(valid, [state])).numpy()
+    oof_model = task.ensemble([model], [state]).eval()
+    probs = ensemble_probs(oof_model, task.batches(valid, [state]), len(valid), dist.device, desc=f"fold {fold} OOF")
+    probs = probs.numpy()
     score = float((probs.argmax(1) == valid.y).mean())
     row = {"fold": fold, "accuracy": score, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}

@@ -18,14 +18,6 @@ class FoldEnsemble(nn.Module):
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 
-@torch.no_grad()
-def predict_proba(module: nn.Module, batches) -> torch.Tensor:
-    """Run the ensemble over input batches in eval mode, on its own device; returns [N, classes] on the CPU."""
-    module.eval()
-    device = next(module.parameters()).device
-    return torch.cat([module(x.to(device)).float().cpu() for x in batches])
-
-
 def view(x: torch.Tensor, name: str) -> torch.Tensor:
     """One test-time view of an NHWC image batch, as tensor operations (so exports carry them). Every view keeps
     the batch's shape, so all views of a batch can go through the model in one call."""

@@ -19,4 +19,5 @@ def test_bench_measures_training_and_prediction_against_the_ceiling(tmp_path, fo
     train, infer = (float(x) for x in re.findall(r"\d+\.\d\d", lines[-1]))
     kit_rows = re.findall(r"\(([\d.]+)x ceiling", result.stdout)
     assert [float(r) for r in kit_rows[::2]] == [train, infer]  # the line's ratios are the measured ones
+    assert re.search(r"augmentation alone +albumentations \d+ images/s .*tensor \d+ images/s", result.stdout)
     assert "44 from" in result.stdout and "44 images x 2 TTA pass(es) x 2 folds" in result.stdout

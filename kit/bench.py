@@ -154,7 +154,7 @@ def prediction(config: Config, task, samples: Samples, device: torch.device,
     ensemble = task.ensemble(models, [state] * folds).to(device).eval()
     batch = batch_size(config, device)
     predictor = type(task)(dataclasses.replace(config, image=dataclasses.replace(config.image, batch_size=batch)))
-    passes = len(config.tta.views) + (config.tta.blend > 0)
+    passes = len(ensemble.members[0].passes)  # TTA views, plus the plain view when a blend needs it
     amp = config.predict.amp
     kit_rates = []
     for _ in range(rounds):

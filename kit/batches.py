@@ -137,7 +137,7 @@ class DeviceImages:
             yield self._images(index, device_index, key), self.labels[device_index]
 
     def _images(self, index: torch.Tensor, device_index: torch.Tensor, key: int) -> torch.Tensor:
-        if self.images.device == self.device:
+        if self.images.device.type == self.device.type:  # resident (cuda vs cuda:0 are the same place here)
             x = self.images[device_index]
         else:  # gather on the host into pinned memory, copy without blocking the host
             x = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8,

@@ -182,7 +182,7 @@ def prediction(config: Config, task, samples: Samples, device: torch.device,
     return rows, kit / ceiling
 
 
-def image_pipeline(config: Config, data: Path | None, limit: int, device_name: str = "auto",
+def image_pipeline(config: Config, data: Path | None, limit: int | None, device_name: str = "auto",
                    rounds: int = 2) -> tuple[list[tuple[str, str]], str]:
     """Training and prediction throughput of kit's image pipeline against the model alone on the same device;
     the rows, and the efficiency line (kit / ceiling)."""
@@ -194,8 +194,9 @@ def image_pipeline(config: Config, data: Path | None, limit: int, device_name: s
     torch.backends.cudnn.benchmark = not config.train.deterministic  # as kit.cv trains
     root = Path(data) if data else config.path(config.data.train)
     paths, labels, _ = list_labelled(split_folders(root)["train"], config.classes)
-    paths, labels = paths[:limit], labels[:limit]
     batch = config.train.batch_size
+    limit = limit or max(320, 3 * batch)  # at least three training steps
+    paths, labels = paths[:limit], labels[:limit]
     if len(paths) < 3 * batch:
         raise KitError(f"bench needs at least {3 * batch} training images in {root}; found {len(paths)}")
     task = get_task(config)
@@ -284,8 +285,8 @@ def ui_load(export_root: Path, competition: str, image: Path, clients: int = 4,
         for _ in range(requests):
             start = time.perf_counter()
             try:
-                _, label, status = client.predict([handle_file(str(image))], None, competition, "ONNX Runtime",
-                                                  "cpu", 3, api_name="/classify")
+                _, label, status = client.predict(files=[handle_file(str(image))], competition=competition,
+                                                  device="cpu", top_k=3, api_name="/classify")
                 if not label:
                     raise RuntimeError(status)
             except Exception as exc:  # noqa: BLE001 - any failed request counts as an error, and is logged

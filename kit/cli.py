@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common, device],
                            help="training and prediction images/s against the model-only ceiling")
     bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
-    bench.add_argument("--limit", type=int, default=320, help="training images to use (default 320)")
+    bench.add_argument("--limit", type=int, help="training images to use (default: 320, or 3 batches if more)")
     bench.add_argument("--rounds", type=int, default=2, help="interleaved measuring rounds; the best counts")
     bench.add_argument("--threads", type=int, help="threads for the export section (default: the CPUs available)")
     bench.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")

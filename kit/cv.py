@@ -107,13 +107,31 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
         if dist.main:
             summarize_run(config, train, splits, run_dir, time.perf_counter() - started)
     except OSError as exc:  # e.g. the disk filled up: what is finished stays, and the run can go on later
-        raise KitError(f"{describe_os_error(exc)}; then continue the run with "
-                       f"`make train COMP={config.competition} RESUME={run_dir.name}`") from None
+        raise KitError(f"{describe_os_error(exc)}; then continue the run with {resume_hint(config, run_dir, data)}"
+                       ) from None
+    except KeyboardInterrupt:  # Ctrl-C: the finished folds and the last finished epoch's checkpoint stay
+        raise KeyboardInterrupt(f"continue the run with {resume_hint(config, run_dir, data)}") from None
     finally:
         if writer:
             writer.close()
     distributed.teardown()
     return run_dir
+
+
+def resume_hint(config: Config, run_dir: Path, data: Path | None) -> str:
+    """The command that continues `run_dir` (resume refuses other settings, so it names DATA when one was given)."""
+    where = f" DATA={data}" if data is not None else ""
+    return f"`make train COMP={runs.comp_arg(config)}{where} RESUME={run_dir.name}` (with the same SET, if any)"
+
+
+def score_names(config: Config) -> tuple[str, str]:
+    """What the per-epoch validation accuracy and the fold's score measure, printed beside them. For images they
+    differ: epochs validate at the crop size without TTA (cheaper), the fold's OOF predictions run at test_size with
+    the TTA views, as test predictions do, so the fold score is not the best epoch's number."""
+    if config.task != "image":
+        return "valid", "OOF"
+    tta = "+TTA" if len(config.tta.views) > 1 else ""
+    return f"valid@{config.image.size}", f"OOF@{config.image.test_size or config.image.size}{tta}"
 
 
 def open_run(config: Config, ids: list[str], fold_of: np.ndarray, runs_dir: Path, resume: str | None) -> Path:
@@ -150,20 +168,25 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
 
     train_batches = task.loader(part, state, train=True, dist=dist)
     valid_batches = task.loader(valid, state, train=False, dist=dist)
+    epoch_name, fold_name = score_names(config)
     result = fit(model, train_batches, valid_batches, config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}",
-                 class_weights=weights, checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist)
+                 class_weights=weights, checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist,
+                 valid_name=epoch_name)
     if not dist.main:
         return
     oof_model = task.ensemble([model], [state]).eval()
     probs = ensemble_probs(oof_model, task.batches(valid, [state]), len(valid), dist.device, desc=f"fold {fold} OOF")
     probs = probs.numpy()
     score = float((probs.argmax(1) == valid.y).mean())
-    row = {"fold": fold, "accuracy": score, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+    best = next(r for r in result.history if r["epoch"] == result.best_epoch)
+    row = {"fold": fold, "accuracy": score, "best_epoch_valid_accuracy": best["valid_accuracy"],
+           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}
     meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "score": score,
             "preprocessing": state, "summary": row, "history": result.history}
     runs.save_fold(run_dir, fold, model.cpu(), meta, probs)
-    log.info("fold %d: accuracy %.4f (best epoch %d of %d)", fold, score, result.best_epoch, result.epochs_run)
+    log.info("fold %d: %s accuracy %.4f (best epoch %d of %d, %s accuracy %.4f)", fold, fold_name, score,
+             result.best_epoch, result.epochs_run, epoch_name, best["valid_accuracy"])
 
 
 def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, seconds: float) -> None:
@@ -185,6 +208,7 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
 def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray, fold_rows: list[dict],
               seconds: float) -> dict:
     scores = np.array([r["accuracy"] for r in fold_rows])
+    epoch_name, fold_name = score_names(config)
     seen = fold_of >= 0  # with cv.folds=given only the valid split has out-of-fold predictions
     pred, y = oof[seen].argmax(1), train.y[seen]
     per_class = {name: float((pred[y == i] == i).mean()) for i, name in enumerate(config.classes) if (y == i).any()}
@@ -193,6 +217,11 @@ def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarr
         "metric": "accuracy",
         "cv": {"mean": float(scores.mean()), "std": float(scores.std()), "oof": float((pred == y).mean())},
         "per_class_accuracy": per_class,
+        # Two accuracies per fold, measured differently (see score_names): say which is which.
+        "measured": {"accuracy": f"{fold_name}: the fold's out-of-fold predictions with the best epoch's weights, "
+                                 "as test predictions are made; cv is built from these",
+                     "best_epoch_valid_accuracy": f"{epoch_name}: the per-epoch validation (log.csv, curves.png) "
+                                                  "at the best epoch"},
         "folds": fold_rows,
         "seconds": round(seconds, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -212,5 +241,5 @@ def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray
     with atomic.atomic_path(run_dir / "log.csv") as tmp:
         pd.DataFrame(epoch_rows).to_csv(tmp, index=False)
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
-    plots.learning_curves(epoch_rows, run_dir / "curves.png")
+    plots.learning_curves(epoch_rows, run_dir / "curves.png", summary["folds"], score_names(config))
     plots.confusion(train.y[seen], oof[seen].argmax(1), config.classes, run_dir / "confusion.png")

@@ -14,21 +14,35 @@ import pandas as pd  # noqa: E402
 from kit import atomic  # noqa: E402
 
 
-def learning_curves(epoch_rows: list[dict], path: Path) -> None:
-    """Train/valid loss and accuracy per epoch, one colour per fold, the best epoch marked."""
+def learning_curves(epoch_rows: list[dict], path: Path, fold_rows: list[dict] = (),
+                    names: tuple[str, str] = ("valid", "OOF")) -> None:
+    """curves.png: see curves_figure."""
+    _save(curves_figure(epoch_rows, fold_rows, names), path)
+
+
+def curves_figure(epoch_rows: list[dict], fold_rows: list[dict] = (),
+                  names: tuple[str, str] = ("valid", "OOF")) -> plt.Figure:
+    """Train/valid loss and accuracy per epoch, one colour per fold, the best epoch marked; each fold's own score
+    (`fold_rows`, measured as `names[1]`, not as the epochs' `names[0]`) as a star at its best epoch."""
     frame = pd.DataFrame(epoch_rows)
+    scores = {row["fold"]: row for row in fold_rows}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for (fold, rows), colour in zip(frame.groupby("fold"), plt.cm.tab10.colors, strict=False):
         for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
             ax.plot(rows["epoch"], rows[f"train_{metric}"], "--", color=colour, alpha=0.6)
-            ax.plot(rows["epoch"], rows[f"valid_{metric}"], "-", color=colour, label=f"fold {fold}")
+            ax.plot(rows["epoch"], rows[f"valid_{metric}"], "-", color=colour, label=f"fold {fold} {names[0]}")
             best = rows[rows["best"]].tail(1)
             ax.plot(best["epoch"], best[f"valid_{metric}"], "o", color=colour)
+        if fold in scores:
+            axes[1].plot(scores[fold]["best_epoch"], scores[fold]["accuracy"], "*", color=colour, markersize=12,
+                         markeredgecolor="black", label=f"fold {fold} {names[1]}")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (dashed: train, solid: valid, dot: best)")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (dashed: train, solid: {names[0]}, dot: best)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    _save(fig, path)
+    if scores:
+        axes[1].set_title(f"accuracy (dashed: train, solid: {names[0]}, dot: best,\nstar: fold score {names[1]})")
+    axes[1].legend(fontsize=7)
+    return fig
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: Path) -> None:

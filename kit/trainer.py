@@ -165,9 +165,9 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
 
 def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: Callable[[dict], None] | None = None,
         desc: str = "train", class_weights: torch.Tensor | None = None, checkpoint: Path | None = None,
-        dist: Dist = SINGLE) -> FitResult:
+        dist: Dist = SINGLE, valid_name: str = "valid") -> FitResult:
     """Train `model` in place on `train` batches (kit/batches.py), validating on `valid` every epoch; on return
-    it holds the weights of the best validation epoch.
+    it holds the weights of the best validation epoch. `valid_name` labels the validation numbers in the log.
 
     With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
     from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
@@ -182,7 +182,7 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
         log.info("%s: resuming after epoch %d (best so far: epoch %d)", desc, saved["epoch"], state.stopper.best_epoch)
     bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
     try:
-        train_epochs(state, bar, train, valid, criterion, cfg, seed, desc, on_epoch, writer, dist)
+        train_epochs(state, bar, train, valid, criterion, cfg, seed, desc, on_epoch, writer, dist, valid_name)
     finally:
         bar.close()
         if writer:
@@ -193,7 +193,7 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
 
 def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Module, cfg: TrainConfig,
                  seed: int, desc: str, on_epoch: Callable[[dict], None] | None, writer: CheckpointWriter | None,
-                 dist: Dist) -> None:
+                 dist: Dist, valid_name: str = "valid") -> None:
     """The epoch loop of `fit`: train, checkpoint, report, and stop early, on a non-finite loss or at the end."""
     for epoch in bar:
         if state.stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
@@ -202,7 +202,7 @@ def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Modul
         if writer:
             writer.save(state.state_dict())
         bar.set_postfix(loss=f"{row['valid_loss']:.4f}", acc=f"{row['valid_accuracy']:.4f}")
-        log_epoch(desc, cfg.epochs, row)
+        log_epoch(desc, cfg.epochs, row, valid_name)
         if on_epoch:
             on_epoch(row)
         if not row["finite"]:
@@ -243,9 +243,9 @@ def run_epoch(state: TrainState, train, valid, criterion: nn.Module, cfg: TrainC
     return row
 
 
-def log_epoch(desc: str, epochs: int, row: dict) -> None:
-    log.info("%s epoch %d/%d  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
-             desc, row["epoch"], epochs, row["train_loss"], row["train_accuracy"], row["valid_loss"],
+def log_epoch(desc: str, epochs: int, row: dict, valid_name: str = "valid") -> None:
+    log.info("%s epoch %d/%d  train loss %.4f acc %.4f  %s loss %.4f acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+             desc, row["epoch"], epochs, row["train_loss"], row["train_accuracy"], valid_name, row["valid_loss"],
              row["valid_accuracy"], row["lr"], row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
 
 

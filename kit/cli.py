@@ -41,16 +41,17 @@ def parser() -> argparse.ArgumentParser:
                        help="train in N processes under torchrun on this machine (at most one per visible GPU)")
     predict = sub.add_parser("predict", parents=[common, device],
                              help="fold ensemble on the test set -> submission.csv")
-    predict.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
+    predict.add_argument("--run", help="run id or folder (default: the latest finished run)")
     predict.add_argument("--test", type=Path, help="test data (file or folder) instead of the config's")
-    predict.add_argument("--out", type=Path, help="where submission.csv goes (default: the run or export folder)")
+    predict.add_argument("--out", type=Path,
+                         help="where submission.csv goes (default: the run's folder; --from export: the exported run)")
     predict.add_argument("--from", dest="source", choices=["run", "export"], default="run",
                          help="the eager fold ensemble of a run (default) or the exported model")
     predict.add_argument("--backend", choices=["onnx", "torchscript"], default="onnx", help="with --from export")
     predict.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
     export = sub.add_parser("export", parents=[common, device],
                             help="TorchScript + ONNX of the fold ensemble, parity-checked")
-    export.add_argument("--run", help="run id or folder (default: runs/<comp>/latest)")
+    export.add_argument("--run", help="run id or folder (default: the latest finished run)")
     export.add_argument("--data", type=Path, help="training data for the parity samples (default: the run's)")
     export.add_argument("--exports", type=Path, default=Path("exports"), help="folder to write <comp>/ into")
     data = sub.add_parser("data", parents=[common], help="download the competition data (Kaggle API)")
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only or missing folder
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # training raises it again with the command that continues the run
+        print(f"interrupted; {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
 
 
@@ -107,13 +108,15 @@ def run(args: argparse.Namespace) -> int:
         from kit import runs
         from kit.predict import predict_run
 
-        run_dir = runs.find_run(config.competition, args.run, args.runs)
+        run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
+        logging.getLogger("kit").info("predicting with run %s", runs.describe_run(run_dir))
         print(predict_run(run_dir, args.test, args.out, args.device, config.predict))
     elif args.command == "export":
         from kit import runs
         from kit.export import export_run
 
-        run_dir = runs.find_run(config.competition, args.run, args.runs)
+        run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
+        logging.getLogger("kit").info("exporting run %s", runs.describe_run(run_dir))
         print(export_run(run_dir, args.exports, args.data, args.device))
     elif args.command == "bench":
         from kit import bench
@@ -132,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
                 image = list_unlabelled(config.path(config.data.test))[0]
                 rows += bench.ui_load(args.exports, config.competition, image)
         else:
-            rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={config.competition})"))
+            from kit import runs
+
+            rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={runs.comp_arg(config)})"))
         width = max(len(k) for k, _ in rows)
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
         if efficiency:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -245,15 +246,16 @@ def check_ranges(config: Config) -> None:
         ("train.warmup_epochs", config.train.warmup_epochs, 0, "0 or more"),
         ("train.grad_clip", config.train.grad_clip, 0, "0 (off) or more"),
         ("train.weight_decay", config.train.weight_decay, 0, "0 or more"),
-        ("model.dropout", config.model.dropout, 0, "between 0 and 1"),
     ]
     for key, value, low, expected in rules:
         if value < low:
             raise KitError(f"config key {key!r} is {value}; it must be {expected}")
     if not config.train.lr > 0:
         raise KitError(f"config key 'train.lr' is {config.train.lr}; it must be positive")
-    if not 0 <= config.train.label_smoothing < 1 or config.model.dropout >= 1:
-        raise KitError("train.label_smoothing and model.dropout must be in [0, 1)")
+    for key, value in (("train.label_smoothing", config.train.label_smoothing),
+                       ("model.dropout", config.model.dropout)):
+        if not 0 <= value < 1:
+            raise KitError(f"config key {key!r} is {value}; it must be in [0, 1)")
     if not 0 < config.image.device_cache <= 1:
         raise KitError(f"config key 'image.device_cache' is {config.image.device_cache}; it must be in (0, 1]")
     if not config.tta.views:
@@ -279,8 +281,11 @@ def _set_path(raw: dict, key: str, value: Any, item: str) -> None:
         if part not in hints:
             prefix = ".".join(parts[:depth])
             valid = ", ".join(f"{prefix}.{k}" if prefix else k for k in hints)
-            raise KitError(f"unknown config key {key!r} in --set {item!r}; valid keys here: {valid}")
+            raise KitError(f"unknown config key {key!r} in --set {item!r};{_did_you_mean(key)} "
+                           f"valid keys here: {valid}")
         if depth == len(parts) - 1:
+            # Checked here so that a bad value is blamed on the override, not on config.yaml.
+            _coerce(value, hints[part], key, f"--set {item!r}")
             node[part] = value
             return
         target_cls = hints[part]
@@ -291,6 +296,22 @@ def _set_path(raw: dict, key: str, value: Any, item: str) -> None:
             raise KitError(f"config section {part!r} must be a mapping")
 
 
+def _did_you_mean(key: str) -> str:
+    """' did you mean train.epochs?' for the closest known key to `key` (a typo), or ''."""
+    match = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.6)
+    return f" did you mean {match[0]}?" if match else ""
+
+
+def _all_keys(cls: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of dataclass `cls`, sections and their keys alike."""
+    keys = []
+    for name, tp in typing.get_type_hints(cls).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            keys += _all_keys(tp, f"{prefix}{name}.")
+    return keys
+
+
 def build(cls: Any, data: Any, where: str, prefix: str = "") -> Any:
     """Build dataclass `cls` from plain data, rejecting unknown keys and ill-typed values."""
     if not isinstance(data, dict):
@@ -299,7 +320,7 @@ def build(cls: Any, data: Any, where: str, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(hints))
     if unknown:
         name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise KitError(f"{where}: unknown config key {name!r}; valid keys: {', '.join(hints)}")
+        raise KitError(f"{where}: unknown config key {name!r};{_did_you_mean(name)} valid keys: {', '.join(hints)}")
     kwargs = {}
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else key

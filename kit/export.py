@@ -57,7 +57,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | Non
         _replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s: parity max |Δprob| torchscript %.2e, onnx %.2e (%s)", final,
+    log.info("exported run %s to %s: parity max |Δprob| torchscript %.2e, onnx %.2e (%s)", run_dir, final,
              parity["torchscript_max_abs_diff"], parity["onnx_max_abs_diff"], ", ".join(parity["devices"]))
     return final
 

@@ -176,4 +176,9 @@ def _load_backbone(net: nn.Module, state: dict[str, torch.Tensor], source: str) 
     if len(usable) < len(own) // 2:
         raise KitError(f"pretrained weights from {source} do not fit this model ({len(usable)}/{len(own)} tensors)")
     net.load_state_dict(usable, strict=False)
-    log.info("loaded %d/%d pretrained tensors from %s", len(usable), len(own), source)
+    # All of the checkpoint's tensors map; those left out are the ImageNet head (1000 classes), which cannot fit
+    # this competition's classes, so its layer starts fresh.
+    skipped = [k for k in state if k not in usable]
+    log.info("loaded %d/%d pretrained tensors from %s%s", len(usable), len(own), source,
+             f"; skipped {', '.join(f'{k} {tuple(state[k].shape)}' for k in skipped)}: the ImageNet head does not fit "
+             "this competition's classes, so the model's own head starts fresh" if skipped else "")

@@ -111,9 +111,14 @@ def check_amp(ensemble: torch.nn.Module, task, samples, states: list[dict], devi
 
 def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test: Path | None = None,
                    out: Path | None = None, device: str = "auto") -> Path:
-    """submission.csv from the exported model (through kit.runtime), on the same test data as predict_run."""
+    """submission.csv from the exported model (through kit.runtime), on the same test data as predict_run. It goes
+    where `make predict` puts it, the folder of the run that was exported, so the export folder stays exactly what
+    `make export` wrote (and checksummed); the working directory when that run is not on this machine."""
     from kit import runtime
 
+    if not (export_dir / "meta.json").is_file():
+        raise KitError(f"no export at {export_dir}; run `make export COMP={runs.comp_arg(config)}` first "
+                       "(or predict from the run: leave FROM out)")
     predictor = runtime.load(export_dir, backend=backend, device=device)
     task = get_task(config)
     samples = task.load("test", test)
@@ -121,6 +126,9 @@ def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test
     batches = tqdm(task.batches(samples, states), desc=f"predict ({backend})", unit=" batches", mininterval=1.0)
     probs = np.concatenate([predictor.run(x.numpy()) for x in batches])
     frame = make_submission(samples.ids, probs, config)
-    path = write_submission(frame, out or export_dir / "submission.csv", samples.ids, config)
-    log.info("wrote %s from the %s export in %s (%s)", path, backend, export_dir, predictor.device)
+    run_dir = Path(predictor.meta.get("run", "."))
+    path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", samples.ids,
+                            config)
+    log.info("wrote %s from the %s export in %s (%s), exported from run %s", path, backend, export_dir,
+             predictor.device, predictor.meta.get("run", "?"))
     return path

@@ -4,6 +4,7 @@ probabilities), per-epoch resume checkpoints of unfinished folds, and `latest`."
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from kit.config import Config, config_from_dict, to_dict
 from kit.errors import KitError
 
 RUNS_DIR = Path("runs")
+
+log = logging.getLogger(__name__)
 
 
 def new_run(config: Config, runs_dir: Path = RUNS_DIR) -> Path:
@@ -38,18 +41,55 @@ def new_run(config: Config, runs_dir: Path = RUNS_DIR) -> Path:
     return path
 
 
-def find_run(competition: str, run: str | None = None, runs_dir: Path = RUNS_DIR) -> Path:
-    """The folder of run `run` (an id or a path), or of the latest run of `competition`."""
+def find_run(competition: str, run: str | None = None, runs_dir: Path = RUNS_DIR, finished: bool = False,
+             comp: str | None = None) -> Path:
+    """The folder of run `run` (an id or a path), or else of the latest run of `competition`; with `finished`, the
+    latest finished one (an interrupted run started later does not hide it). `comp`: COMP= for the messages."""
+    comp = comp or competition
     if run and Path(run).is_dir():
         return Path(run)
-    path = runs_dir / competition / (run or "latest")
-    if not (path / "config.yaml").is_file():
-        what = f"run {run!r}" if run else "no finished training run"
-        raise KitError(
-            f"{what} found for {competition!r} under {runs_dir / competition}; "
-            f"run `make train COMP={competition}` first"
-        )
-    return path.resolve()
+    base = runs_dir / competition
+    if run:
+        if not (base / run / "config.yaml").is_file():
+            ids = run_ids(base)
+            listed = f"runs there: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}" if ids else "no runs there"
+            raise KitError(f"run {run!r} not found for {competition!r} under {base}; {listed} "
+                           f"(RUN=<run-id>, or leave RUN out for the latest finished run)")
+        return (base / run).resolve()
+    latest = base / "latest"
+    if not finished or (latest / "metrics.json").is_file():
+        if (latest / "config.yaml").is_file():
+            return latest.resolve()
+        raise KitError(f"no training run found for {competition!r} under {base}; run `make train COMP={comp}` first")
+    done = [base / r for r in run_ids(base) if (base / r / "metrics.json").is_file()]
+    if not done:
+        unfinished = f" (the latest, {latest.resolve().name}, is an unfinished training run; finish it with " \
+                     f"`make train COMP={comp} RESUME=1`)" if latest.is_dir() else ""
+        raise KitError(f"no finished training run for {competition!r} under {base}{unfinished}; "
+                       f"run `make train COMP={comp}` first")
+    log.warning("the latest run, %s, is unfinished (`make train COMP=%s RESUME=1` continues it); using the latest "
+                "finished run, %s", latest.resolve().name, comp, done[0].name)
+    return done[0].resolve()
+
+
+def run_ids(base: Path) -> list[str]:
+    """The run ids under runs/<comp>/, newest first (ids are start times, with -2, -3 ... for the same second)."""
+    runs = [p for p in base.glob("*") if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file()]
+    return [p.name for p in sorted(runs, key=lambda p: (p.name[:15], int(p.name[16:]) if p.name[16:].isdigit() else 1),
+                                   reverse=True)]
+
+
+def describe_run(run_dir: Path) -> str:
+    """'runs/titanic/20260101-120000 (CV accuracy 0.8361, finished 2026-01-01T12:00:15+0000)' for log lines."""
+    if not (run_dir / "metrics.json").is_file():
+        return f"{run_dir} (unfinished)"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return f"{run_dir} (CV accuracy {metrics['cv']['mean']:.4f}, finished {metrics['created']})"
+
+
+def comp_arg(config: Config) -> str:
+    """What COMP= names the competition on the command line: its name, or the folder path it was given as."""
+    return config.folder or config.competition
 
 
 def run_config(run_dir: Path) -> Config:
@@ -126,8 +166,9 @@ def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tu
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:
     """(state_dict, metadata) of every fold checkpoint in `run_dir`, in fold order."""
     if not (run_dir / "metrics.json").is_file():
-        raise KitError(f"{run_dir} is an unfinished training run; finish it with `make train COMP=... "
-                       f"RESUME={run_dir.name}` (same DATA and SET as it was started with)")
+        raise KitError(f"{run_dir} is an unfinished training run; finish it with `make train "
+                       f"COMP={comp_arg(run_config(run_dir))} RESUME={run_dir.name}` (same DATA and SET as it "
+                       "was started with), or choose a finished run with RUN=<run-id>")
     metas = sorted(run_dir.glob("fold[0-9]*.json"), key=lambda p: int(p.stem[4:]))
     folds = []
     for meta_path in metas:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 
 from kit import runtime
 from kit.errors import KitError
@@ -45,8 +44,8 @@ def app_url(exports):
 
 
 def classify(client, *paths, backend="ONNX Runtime", device="cpu"):
-    return client.predict([handle_file(str(p)) for p in paths], None, "food11", backend, device, 3,
-                          api_name="/classify")
+    return client.predict(files=[handle_file(str(p)) for p in paths], competition="food11", backend=backend,
+                          device=device, top_k=3, api_name="/classify")
 
 
 @pytest.mark.parametrize("backend", ["ONNX Runtime", "TorchScript"])
@@ -72,8 +71,8 @@ def test_bad_files_get_a_message_and_the_server_keeps_serving(app_url, image_exp
     text.write_text("hello")
     gallery, label, status = classify(client, corrupt)
     assert "corrupt.jpg" in status and "cannot read" in status and gallery == []
-    with pytest.raises(AppError, match="Invalid file type"):  # Gradio's own check of the drop zone's file types
-        classify(client, text)
+    _, _, status = classify(client, text)  # not refused by Gradio for its type: kit names the file and the reason
+    assert "notes.txt" in status and "cannot read" in status
     renamed = tmp_path / "notes.jpg"  # a text file in disguise passes that check and reaches kit.runtime
     renamed.write_text("hello")
     _, _, status = classify(client, renamed)
@@ -86,11 +85,30 @@ def test_bad_files_get_a_message_and_the_server_keeps_serving(app_url, image_exp
 def test_single_picture_input_and_empty_drop(app_url, image_export):
     client = Client(app_url, verbose=False)
     image = sorted((image_export[1] / "valid").glob("*.jpg"))[2]
-    gallery, label, status = client.predict(None, handle_file(str(image)), "food11", "ONNX Runtime", "cpu", 2,
-                                            api_name="/classify")
+    gallery, label, status = client.predict(files=None, picture=handle_file(str(image)), top_k=2, api_name="/classify")
     assert len(gallery) == 1 and len(label["confidences"]) == 2
-    _, _, status = client.predict(None, None, "food11", "ONNX Runtime", "cpu", 2, api_name="/classify")
+    _, _, status = client.predict(files=None, api_name="/classify")
     assert status == "Drop one or more images first."
+
+
+def test_classify_api_has_named_optional_inputs_and_named_outputs(app_url, image_export, tmp_path):
+    """Only `files` is required; the outputs have names; UI-internal events are not endpoints."""
+    client = Client(app_url, verbose=False)
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(endpoints) == ["/classify", "/survival"]
+    parameters = {p["parameter_name"]: p["parameter_has_default"] for p in endpoints["/classify"]["parameters"]}
+    assert parameters == {"files": False, "picture": True, "competition": True, "backend": True, "device": True,
+                          "top_k": True}
+    assert [r["label"] for r in endpoints["/classify"]["returns"]] == [
+        "Images and their top class", "First image: top classes", "status"]
+    good = sorted((image_export[1] / "valid").glob("*.jpg"))[0]
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    # Only `files`, a mixed drop: the image is answered, the text file gets its own line.
+    gallery, label, status = client.predict(files=[handle_file(str(good)), handle_file(str(text))],
+                                            api_name="/classify")
+    assert len(gallery) == 1 and len(label["confidences"]) == 5
+    assert status.startswith("1 image(s) classified") and "Skipped:\n- `notes.txt`: cannot read" in status
 
 
 def test_titanic_form_gives_a_survival_probability(app_url):

@@ -65,13 +65,15 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
     def model(comp: str, backend: str, device: str) -> runtime.Predictor:
         return runtime.load(exports / comp, backend=BACKENDS.get(backend, backend), device=device)
 
-    def classify(files, single, comp: str, backend: str, device: str, top_k: int):
+    # The API endpoint /classify takes these names; all but `files` have defaults, so a client may pass only files.
+    def classify(files: list[str] | None, picture: str | None = None, competition: str = "",
+                 backend: str = "ONNX Runtime", device: str = "auto", top_k: int = 5):
         """Top-k per image; unreadable files get a message, the rest are still classified."""
-        files = [*(files or []), *([single] if single else [])]
+        files = [*(files or []), *([picture] if picture else [])]
         if not files:
             return [], {}, "Drop one or more images first."
         try:
-            predictor = model(comp, backend, device)
+            predictor = model(competition or image_comps[0], backend, device)
         except KitError as exc:
             return [], {}, f"**Cannot load the export:** {exc}"
         paths = [f if isinstance(f, str) else f.name for f in files]
@@ -119,18 +121,20 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
                         device = gr.Radio(devices(), value="auto", label="Device")
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
-                        files = gr.File(file_count="multiple", file_types=["image"], label="Drop images here")
+                        # No file_types: Gradio would refuse a whole drop for one non-image file, before classify
+                        # could skip just that file with its reason.
+                        files = gr.File(file_count="multiple", label="Drop images here")
                         with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
-                            single = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
+                            picture = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
                                               label="Picture")
                         button = gr.Button("Classify", variant="primary")
                     with gr.Column():
                         label = gr.Label(label="First image: top classes")
                         gallery = gr.Gallery(label="Images and their top class", columns=3, height="auto")
-                        status = gr.Markdown()
+                        status = gr.Markdown(label="status")
                         info = gr.Markdown(about(metas[image_comps[0]]))
-                comp.change(lambda c: about(metas[c]), comp, info)
-                button.click(classify, [files, single, comp, backend, device, top_k], [gallery, label, status],
+                comp.change(lambda c: about(metas[c]), comp, info, api_visibility="private")  # UI only, not an API
+                button.click(classify, [files, picture, comp, backend, device, top_k], [gallery, label, status],
                              api_name="classify")
                 examples = sorted((ROOT / "competitions" / image_comps[0] / "data" / "test").glob("*.jpg"))[:4]
                 if examples:
@@ -154,7 +158,7 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         t_button = gr.Button("Predict", variant="primary")
                     with gr.Column():
                         t_label = gr.Label(label="Survival probability")
-                        t_status = gr.Markdown()
+                        t_status = gr.Markdown(label="status")
                         gr.Markdown(about(metas[tabular]))
                 t_button.click(survival, [t_comp, pclass, sex, age, fare, sibsp, parch, embarked, title, cabin,
                                           t_backend, t_device], [t_label, t_status], api_name="survival")

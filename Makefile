@@ -9,11 +9,28 @@ KIT      = $(PY) -m kit
 # FROM (run | export), BACKEND (onnx | torchscript), RESUME (1 = the latest run, or a run id),
 # NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
 # export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime), RECIPE (a file beside the config laid
-# over it: RECIPE=gpu reads competitions/$(COMP)/gpu.yaml)
-ARGS = --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s))
+# over it: RECIPE=gpu reads competitions/$(COMP)/gpu.yaml), TORCH=cpu (setup: PyTorch's CPU-only wheels)
+ARGS = $(strip --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)))
+
+# Each recipe is one line: make echoes a command as written, so a `\`-continued recipe printed its backslash and
+# an indented line of blanks where the empty $(if ...) went.
+TRAIN_ARGS = $(strip $(if $(DATA),--data $(DATA)) $(if $(NPROC),--nproc_per_node $(NPROC)) \
+	$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL)))
+PREDICT_ARGS = $(strip $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
+	$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE)))
 
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
+
+# `make train SET=cv.folds=3 train.epochs=2` (unquoted): the shell splits it and make takes train.epochs=2 as a
+# make variable, which kit would never see. No make variable has a dot in its name, so such a command-line
+# variable is a config override that lost its quotes: stop and show the quoted command instead.
+DOTTED := $(strip $(foreach v,$(.VARIABLES),$(if $(findstring .,$(v)),$(if $(filter command line,$(origin $(v))),$(v)))))
+ifneq ($(DOTTED),)
+$(error $(foreach v,$(DOTTED),$(v)=$($(v))) is a config override, but make took it as a make variable and kit \
+would not see it; quote the overrides as one SET: make $(or $(MAKECMDGOALS),train) \
+SET="$(strip $(SET) $(foreach v,$(DOTTED),$(v)=$($(v))))"$(if $(filter command line,$(origin COMP)), COMP=$(COMP)))
+endif
 
 PORT    ?= 7860
 EXPORTS ?= exports
@@ -23,9 +40,14 @@ EXPORTS ?= exports
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
+# TORCH=cpu: PyTorch's CPU-only wheels first (PyPI's Linux torch is the CUDA build, about 3 GB of CUDA libraries);
+# the install below then keeps them, since they satisfy kit's torch requirement.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
+	$(if $(filter cpu,$(TORCH)),$(VENV)/bin/pip install torch torchvision --index-url $(TORCH_CPU_INDEX))
 	$(VENV)/bin/pip install -e '.[dev]'
 	touch $@
 
@@ -43,12 +65,10 @@ $(VENV)/.onnxruntime-gpu: $(VENV)/.installed
 setup: $(VENV)/.installed $(if $(GPU),$(VENV)/.onnxruntime-gpu)  ## create .venv and install kit (GPU=1: ONNX on CUDA)
 
 train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
-	$(KIT) train $(ARGS) $(if $(DATA),--data $(DATA)) $(if $(NPROC),--nproc_per_node $(NPROC)) \
-		$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL))
+	$(KIT) train $(ARGS) $(TRAIN_ARGS)
 
 predict: setup  ## fold ensemble on the test set -> submission.csv
-	$(KIT) predict $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
-		$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE))
+	$(KIT) predict $(ARGS) $(PREDICT_ARGS)
 
 export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
 	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))

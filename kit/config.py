@@ -65,7 +65,7 @@ class AugmentConfig:
     hue: float = 0.02
     # Where and how: `tensor` augments whole batches on the training device (kit/augment.py), `albumentations`
     # augments each sample on the CPU in loader workers. auto: tensor on CUDA, albumentations on the CPU
-    # (faster there: 3,000-3,100 vs 770-840 images/s on 2 idle cores, 224 -> 160 px).
+    # (faster there: 3,000-3,100 vs 770-1,060 images/s on 2 idle cores, 224 -> 160 px).
     backend: Literal["auto", "tensor", "albumentations"] = "auto"
 
 

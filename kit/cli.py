@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
     config = load_config(args.comp, overrides, args.recipe)
+    if getattr(args, "device", None):
+        from kit.device import resolve
+
+        resolve(args.device)  # a device that is not there is refused before anything is read or logged
     if args.command == "train" and args.nproc_per_node is not None:
         from kit.distributed import launch
 

@@ -113,14 +113,12 @@ def run(args: argparse.Namespace) -> int:
         from kit.predict import predict_run
 
         run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
-        logging.getLogger("kit").info("predicting with run %s", runs.describe_run(run_dir))
         print(predict_run(run_dir, args.test, args.out, args.device, config.predict))
     elif args.command == "export":
         from kit import runs
         from kit.export import export_run
 
         run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
-        logging.getLogger("kit").info("exporting run %s", runs.describe_run(run_dir))
         print(export_run(run_dir, args.exports, args.data, args.device))
     elif args.command == "bench":
         from kit import bench

@@ -38,6 +38,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | Non
     config = runs.run_config(run_dir)
     task = get_task(config)
     where = resolve(device)
+    log.info("exporting run %s", runs.describe_run(run_dir))
     ensemble, states = runs.load_ensemble(run_dir, task)  # traced on the CPU: the files then load on any device
     samples = task.load("train", data)
     parity_rows = samples.subset(np.arange(min(PARITY_BATCH, len(samples))))

@@ -34,6 +34,7 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     config = runs.run_config(run_dir)
     config = dataclasses.replace(config, predict=settings or config.predict)
     where = resolve(device)
+    log.info("predicting with run %s", runs.describe_run(run_dir))
     # The task reads its batch size from image.batch_size; predict's own (device-dependent) one takes its place.
     task = get_task(dataclasses.replace(config, image=dataclasses.replace(config.image,
                                                                           batch_size=batch_size(config, where))))

@@ -124,7 +124,7 @@ def test_duplicate_test_ids_are_refused(titanic_run, tmp_path, titanic_test):
         (["train", "--comp", "titanic", "--set", "cv.folds=-1"], "'cv.folds' is -1; it must be at least 2"),
         (["train", "--comp", "titanic", "--set", "cv.folds=given"], "cv.folds=given needs data with its own"),
         (["train", "--comp", "titanic", "--data", "/no/such/file.csv"], "training file not found: /no/such/file.csv"),
-        (["predict", "--comp", "titanic", "--run", "nope"], "run 'nope' found"),
+        (["predict", "--comp", "titanic", "--run", "nope"], "run 'nope' not found for 'titanic'"),
     ],
 )
 def test_bad_arguments_give_one_clear_message(tmp_path, args, message):

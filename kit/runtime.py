@@ -167,7 +167,7 @@ def read_meta(folder: Path) -> dict:
     folder = Path(folder)
     path = folder / "meta.json"
     if not path.is_file():
-        raise KitError(f"no export at {folder} (meta.json missing); run `make export COMP=<name>` first")
+        raise KitError(f"no export at {folder} (meta.json missing); run `make export COMP={folder.name}` first")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

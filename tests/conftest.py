@@ -13,7 +13,10 @@ TITANIC = ROOT / "competitions" / "titanic" / "data"
 
 
 # Subprocesses of the tests mean the CPU path: GPUs hidden, so the suite tests the same thing on a GPU machine.
-CPU_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+# Subprocesses of the tests: GPUs hidden (they test the CPU path), and, when the suite runs under `make test`,
+# none of the outer make's variables, so a make started by a test behaves as one typed in a shell.
+CPU_ENV = {**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
+           "CUDA_VISIBLE_DEVICES": ""}
 
 
 def run_kit(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

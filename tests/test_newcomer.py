@@ -69,7 +69,9 @@ def test_ctrl_c_prints_the_resume_line_and_predict_uses_the_last_finished_run(tm
     time.sleep(1.1)  # run ids are start times, to the second
     proc = subprocess.Popen([sys.executable, "-m", "kit", "train", "--comp", "titanic", "--set",
                              "cv.folds=2 train.epochs=50 train.patience=100 train.batch_size=16"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=CPU_ENV)
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=CPU_ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job
+    # (CI under `cmd &`) starts with Ctrl-C ignored, and Python then never raises KeyboardInterrupt
     latest = tmp_path / "runs" / "titanic" / "latest"
     deadline = time.monotonic() + 300
     while latest.resolve().name == done_id or not (latest / "fold0.resume.pt").is_file():
@@ -182,8 +184,8 @@ def test_readme_states_the_install_size_and_the_cpu_only_install(tmp_path):
     assert "**Install size: about 6.6 GB**" in quick_start and "torch.version.cuda" in quick_start
     assert "CV accuracy 0.626 ± 0.012" in quick_start
     venv = tmp_path / "venv"  # a fresh install: make shows what it would run
-    cpu = subprocess.run(["make", "-n", "setup", "TORCH=cpu", f"VENV={venv}"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
+    cpu = subprocess.run(["make", "-n", "setup", "TORCH=cpu", f"VENV={venv}"], cwd=ROOT, env=CPU_ENV,
+                         capture_output=True, text=True, timeout=60)
     index = f"{venv}/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
     assert cpu.stdout.splitlines()[2] == index and cpu.stdout.splitlines()[3].startswith(f"{venv}/bin/pip install -e")
     default = subprocess.run(["make", "-n", "setup", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,

@@ -1,0 +1,155 @@
+"""kit.trees: compiled scikit-learn classifiers match predict_proba eagerly, from a reloaded state_dict, traced and
+through ONNX Runtime, including on rows that sit exactly on a split threshold."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from kit.errors import KitError
+from kit.trees import compile_hgb, compile_logreg, from_state_dict
+
+EAGER_TOL = 1e-6
+EXPORT_TOL = 1e-5
+HGB_CASES = {
+    "few_leaves": dict(max_depth=None, max_leaf_nodes=4),
+    "deep": dict(max_depth=None, max_leaf_nodes=None, min_samples_leaf=2),
+}
+
+
+def grid_data(n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train X, y and held-out float32 rows. Features lie on a grid of quarters, so HGB's thresholds (midpoints
+    of neighbouring values) are eighths: exactly representable in float32, so a test row can sit on one."""
+    X, y = make_classification(n_samples=400, n_features=6, n_informative=4, n_redundant=0, n_classes=n_classes,
+                               n_clusters_per_class=1, random_state=n_classes)
+    X = np.round(X * 4) / 4
+    return X[:300], y[:300], X[300:].astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_openmp_thread():
+    """HGB fits on one OpenMP thread: on a busy 2-core machine its spinning worker threads turn a 0.1 s fit into
+    several seconds."""
+    with threadpool_limits(1, user_api="openmp"):
+        yield
+
+
+# name: (number of classes, HGB config or None for a logistic regression)
+CASES = {**{f"hgb_{k}class_{name}": (k, config) for k in (2, 3) for name, config in HGB_CASES.items()},
+         **{f"logreg_{k}class": (k, None) for k in (2, 3)}}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request) -> tuple:
+    """(sklearn model, compiled module, held-out float32 rows) per case; fitted once for the module's tests."""
+    n_classes, config = CASES[request.param]
+    X, y, held_out = grid_data(n_classes)
+    if config is not None:
+        model = HistGradientBoostingClassifier(max_iter=10, early_stopping=False, random_state=0, **config).fit(X, y)
+        return model, compile_hgb(model), held_out
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    return model, compile_logreg(model), held_out
+
+
+def at_thresholds(model: HistGradientBoostingClassifier, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per split of every tree: a held-out row with the split's feature set to the float32 nearest its
+    threshold, and each row's float64 offset from its threshold. Every tree's root split is reached by every row,
+    so at least those decide `<=` versus `<`, or float64 versus float32 comparison."""
+    out, offsets = [], []
+    for predictor in (p for iteration in model._predictors for p in iteration):
+        for node in predictor.nodes[predictor.nodes["is_leaf"] == 0]:
+            row = rows[len(out) % len(rows)].copy()
+            row[node["feature_idx"]] = node["num_threshold"]
+            out.append(row)
+            offsets.append(float(row[node["feature_idx"]]) - node["num_threshold"])
+    return np.stack(out), np.array(offsets)
+
+
+def compiled(module: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return module(torch.from_numpy(rows)).numpy()
+
+
+def test_matches_predict_proba_on_held_out_rows(case):
+    model, module, rows = case
+    out = compiled(module, rows)
+    assert out.dtype == np.float32 and out.shape == (len(rows), len(model.classes_))
+    assert np.abs(out - model.predict_proba(rows)).max() <= EAGER_TOL
+    assert np.abs(out.sum(1) - 1).max() <= EAGER_TOL
+
+
+@pytest.mark.parametrize("case", [name for name, (_, config) in CASES.items() if config], indirect=True)
+def test_rows_exactly_at_split_thresholds_go_left(case):
+    model, module, rows = case
+    edge, offsets = at_thresholds(model, rows)
+    assert not offsets.any(), "the grid's thresholds should be exact in float32"
+    assert np.abs(compiled(module, edge) - model.predict_proba(edge)).max() <= EAGER_TOL
+
+
+def test_float32_rounding_never_flips_a_split():
+    """Off the grid, thresholds are float64 midpoints: the float32 nearest one lies a hair above or below it, and
+    only a float64 comparison sends it the way scikit-learn does."""
+    X, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_redundant=0, random_state=1)
+    model = HistGradientBoostingClassifier(max_iter=10, max_leaf_nodes=8, early_stopping=False, random_state=0)
+    model.fit(X, y)
+    edge, offsets = at_thresholds(model, X[::10].astype(np.float32))
+    assert (offsets > 0).any() and (offsets < 0).any()
+    assert np.abs(compiled(compile_hgb(model), edge) - model.predict_proba(edge)).max() <= EAGER_TOL
+
+
+def test_rebuilt_from_saved_state_dict_is_identical(case):
+    _, module, rows = case
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    for rebuilt in (from_state_dict(state), type(module).from_state_dict(state)):
+        assert type(rebuilt) is type(module)
+        assert np.array_equal(compiled(rebuilt, rows), compiled(module, rows))
+
+
+def test_torchscript_and_onnx_match_at_batch_1_and_7(case, tmp_path):
+    model, module, rows = case
+    example = torch.from_numpy(rows[:3])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript / exporter deprecation notices
+        torch.jit.save(torch.jit.trace(module, example), str(tmp_path / "model.ts"))
+        torch.onnx.export(module, (example,), str(tmp_path / "model.onnx"), input_names=["features"],
+                          output_names=["probs"], dynamic_axes={"features": {0: "batch"}, "probs": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        traced = torch.jit.load(str(tmp_path / "model.ts"))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (rows[:1], rows[1:8]):
+        expected = model.predict_proba(batch)
+        assert np.abs(compiled(traced, batch) - expected).max() <= EXPORT_TOL
+        (onnx_out,) = session.run(["probs"], {"features": batch})
+        assert onnx_out.shape == expected.shape and np.abs(onnx_out - expected).max() <= EXPORT_TOL
+
+
+def test_categorical_splits_are_refused():
+    X, y, _ = grid_data(2)
+    X[:, 0] = y + 2 * (np.arange(len(y)) % 2)  # categories {0, 2} are class 0, {1, 3} class 1: no threshold splits them
+    model = HistGradientBoostingClassifier(max_iter=3, categorical_features=[0], random_state=0).fit(X, y)
+    assert any(p.nodes["is_categorical"].any() for iteration in model._predictors for p in iteration)
+    with pytest.raises(KitError, match=r"categorical features \(columns \[0\]\).*categorical_features=None"):
+        compile_hgb(model)
+
+
+def test_wrong_or_unfitted_models_and_foreign_state_dicts_are_refused():
+    with pytest.raises(KitError, match="not fitted"):
+        compile_hgb(HistGradientBoostingClassifier())
+    with pytest.raises(KitError, match="HistGradientBoostingClassifier, got LogisticRegression"):
+        compile_hgb(LogisticRegression())
+    with pytest.raises(KitError, match="fitted LogisticRegression"):
+        compile_logreg(LogisticRegression())
+    with pytest.raises(KitError, match="not a compiled"):
+        from_state_dict({"fc.weight": torch.zeros(2, 2)})

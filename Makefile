@@ -17,7 +17,8 @@ ARGS = $(strip --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(S
 TRAIN_ARGS = $(strip $(if $(DATA),--data $(DATA)) $(if $(NPROC),--nproc_per_node $(NPROC)) \
 	$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL)))
 PREDICT_ARGS = $(strip $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
-	$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE)))
+	$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE)) \
+	$(if $(TRUST_CODE),--trust-code))
 
 # make bench measures an image pipeline: food101-10 unless COMP is given on the command line.
 BENCH_COMP = $(if $(filter command line,$(origin COMP)),$(COMP),food101-10)
@@ -35,7 +36,7 @@ endif
 PORT    ?= 7860
 EXPORTS ?= exports
 
-.PHONY: setup train predict export ui data bench test lint clean help
+.PHONY: setup train predict compare export ui data bench test lint clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -69,6 +70,9 @@ train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continue
 
 predict: setup  ## fold ensemble on the test set -> submission.csv
 	$(KIT) predict $(ARGS) $(PREDICT_ARGS)
+
+compare: setup  ## is run B better than run A beyond the noise? A=<run-id> B=<run-id> (same folds; cv.repeats helps)
+	$(KIT) compare $(ARGS) $(A) $(B)
 
 export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
 	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))

@@ -151,10 +151,10 @@ def prediction(config: Config, task, samples: Samples, device: torch.device,
     state = task.fit(samples)
     folds = 1 if config.cv.folds == "given" else config.cv.folds
     models = [task.build_model(state).to(device) for _ in range(folds)]
-    ensemble = task.ensemble(models, [state] * folds).to(device).eval()
+    ensemble = task.ensemble([{"net": m} for m in models], [state] * folds, [1.0]).to(device).eval()
     batch = batch_size(config, device)
     predictor = type(task)(dataclasses.replace(config, image=dataclasses.replace(config.image, batch_size=batch)))
-    passes = len(ensemble.members[0].passes)  # TTA views, plus the plain view when a blend needs it
+    passes = len(ensemble.members[0].learners["net"].passes)  # TTA views, plus the plain view when a blend needs it
     amp = config.predict.amp
     kit_rates = []
     for _ in range(rounds):

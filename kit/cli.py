@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
                          help="the eager fold ensemble of a run (default) or the exported model")
     predict.add_argument("--backend", choices=["onnx", "torchscript"], default="onnx", help="with --from export")
     predict.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
+    predict.add_argument("--trust-code", action="store_true",
+                         help="with --from export: let the export run its feature code (needed only when it differs "
+                              "from this competition's own features.py)")
     export = sub.add_parser("export", parents=[common, device],
                             help="TorchScript + ONNX of the fold ensemble, parity-checked")
     export.add_argument("--run", help="run id or folder (default: the latest finished run)")
@@ -56,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--exports", type=Path, default=Path("exports"), help="folder to write <comp>/ into")
     data = sub.add_parser("data", parents=[common], help="download the competition data (Kaggle API)")
     data.add_argument("--data", type=Path, help="where to put it (default: the config's training folder)")
+    compare = sub.add_parser("compare", parents=[common],
+                             help="B's CV gain over A on the same folds, against the noise of the difference")
+    compare.add_argument("a", help="run id or folder (the baseline)")
+    compare.add_argument("b", help="run id or folder (the candidate)")
     bench = sub.add_parser("bench", parents=[common, device],
                            help="training and prediction images/s against the model-only ceiling")
     bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         from kit.predict import predict_export
 
         print(predict_export(args.exports / config.competition, config, args.backend, args.test, args.out,
-                             args.device))
+                             args.device, args.trust_code))
     elif args.command == "predict":
         from kit import runs
         from kit.predict import predict_run
@@ -120,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
 
         run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
         print(export_run(run_dir, args.exports, args.data, args.device))
+    elif args.command == "compare":
+        from kit import runs
+        from kit.compare import report
+
+        print(report(*(runs.find_run(config.competition, r, args.runs, comp=runs.comp_arg(config))
+                       for r in (args.a, args.b))))
     elif args.command == "bench":
         from kit import bench
 

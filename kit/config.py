@@ -36,6 +36,10 @@ class FeaturesConfig:
     impute_by: dict[str, str] = field(default_factory=dict)  # numeric column -> group column for median imputation
     counts: dict[str, str] = field(default_factory=dict)  # new column -> key column whose frequency it counts
 
+    # new column -> key column: the label shares of the *other* training-fold rows sharing the row's key (for
+    # binary tasks the positive share; one column per class after the first) and how many such rows there are.
+    # Fitted in each training fold; a row's own label never reaches its own features (kit/encoding.py).
+    group_rates: dict[str, str] = field(default_factory=dict)
 
 @dataclass
 class ImageConfig:
@@ -91,6 +95,9 @@ class CVConfig:
     folds: int | Literal["given"] = 5  # "given": the data's train/valid split as a single fold
     seed: int = 42
 
+    # Repeated CV: the k-fold split again with seeds seed, seed+1, ...; scores get mean ± sd over repeats, and
+    # the test predictions average every repeat's folds. Compare recipes with `make compare` on such runs.
+    repeats: int = 1
 
 @dataclass
 class ModelConfig:
@@ -103,6 +110,26 @@ class ModelConfig:
 
 
 @dataclass
+@dataclass
+class GBDTConfig:
+    """Learner `gbdt`: scikit-learn's HistGradientBoostingClassifier on the fold's encoded features."""
+
+    learning_rate: float = 0.05
+    max_iter: int = 200  # boosting rounds (fixed: no inner early stopping, so every fold fits the same way)
+    max_leaf_nodes: int = 15
+    max_depth: int = 0  # 0: unlimited (max_leaf_nodes bounds the trees)
+    min_samples_leaf: int = 20
+    l2_regularization: float = 1.0
+
+
+@dataclass
+class LogRegConfig:
+    """Learner `logreg`: scikit-learn's L2-regularised LogisticRegression on the fold's encoded features."""
+
+    C: float = 1.0  # inverse regularisation strength: smaller is stronger
+    max_iter: int = 1000
+
+
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
@@ -146,6 +173,13 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
+    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, logreg: scikit-learn.
+    learners: list[Literal["net", "gbdt", "logreg"]] = field(default_factory=lambda: ["net"])
+    # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
+    blend: Literal["auto", "weights", "mean"] = "auto"
+    gbdt: GBDTConfig = field(default_factory=GBDTConfig)
+    logreg: LogRegConfig = field(default_factory=LogRegConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
     recipe: str = ""  # the recipe file laid over config.yaml (RECIPE=gpu: gpu.yaml), recorded in the run
@@ -203,9 +237,31 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = (), r
     config = build(Config, raw, where=where)
     check_ranges(config)
     return config
+    check_learners(config)
 
 
 def _read_yaml(path: Path) -> dict:
+def check_learners(config: Config) -> None:
+    """The learners list, repeats and the scikit-learn learners' settings."""
+    if not config.learners or len(set(config.learners)) != len(config.learners):
+        raise KitError(f"config key 'learners' is {config.learners}; list each learner once, e.g. [net, gbdt, logreg]")
+    if config.task == "image" and config.learners != ["net"]:
+        raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network only: "
+                       "learners: [net] (gbdt and logreg are tabular learners)")
+    g = config.gbdt
+    rules = [("cv.repeats", config.cv.repeats, 1, 100), ("gbdt.max_iter", g.max_iter, 1, 100_000),
+             ("gbdt.max_leaf_nodes", g.max_leaf_nodes, 2, 100_000), ("gbdt.max_depth", g.max_depth, 0, 1_000),
+             ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
+             ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
+             ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
+             ("logreg.C", config.logreg.C, 1e-9, 1e9), ("logreg.max_iter", config.logreg.max_iter, 1, 1_000_000)]
+    for key, value, low, high in rules:
+        if not low <= value <= high:  # also refuses NaN
+            raise KitError(f"config key {key!r} is {value}; it must be in [{low:g}, {high:g}]")
+    if config.cv.repeats > 1 and config.cv.folds == "given":
+        raise KitError("cv.repeats > 1 needs cv.folds as a number: the given split is the same every time")
+
+
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

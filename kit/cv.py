@@ -15,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from kit import atomic, distributed, plots, runs
+from kit import atomic, blend, distributed, learners, plots, runs
 from kit.config import Config, to_dict
 from kit.distributed import SINGLE, Dist
 from kit.errors import KitError, describe_os_error
@@ -80,15 +80,9 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
         dist.barrier()
     if data is not None:  # the run's config.yaml records where its training data came from
         config.data.train = str(Path(data).resolve())
-    if config.cv.folds == "given":
-        if train.is_valid is None or not train.is_valid.any():
-            raise KitError("cv.folds=given needs data with its own validation split (an image folder with valid/)")
-        splits = [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
-    else:
-        splits = stratified_folds(train.y, config.cv.folds, config.cv.seed)
-    fold_of = np.full(len(train), -1, dtype=np.int64)
-    for fold, (_, valid_idx) in enumerate(splits):
-        fold_of[valid_idx] = fold
+    learners.check_available(config.learners)
+    splits = make_splits(config, train)
+    fold_of = folds_of(splits, len(train), config.cv.repeats)
     run_dir = Path(dist.from_main(lambda: str(open_run(config, train.ids, fold_of, runs_dir, resume))))
     done = dist.from_main(lambda: [runs.fold_done(run_dir, k) for k in range(len(splits))])
     mine = range(len(splits)) if parallel == "data" else range(dist.rank, len(splits), dist.world)
@@ -116,6 +110,26 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
             writer.close()
     distributed.teardown()
     return run_dir
+
+
+def make_splits(config: Config, train: Samples) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every fold's (train_index, valid_index): k stratified folds per repeat (seeds cv.seed, cv.seed + 1, ...),
+    repeat after repeat; or the data's own split with cv.folds=given."""
+    if config.cv.folds == "given":
+        if train.is_valid is None or not train.is_valid.any():
+            raise KitError("cv.folds=given needs data with its own validation split (an image folder with valid/)")
+        return [(np.flatnonzero(~train.is_valid), np.flatnonzero(train.is_valid))]
+    return [split for r in range(config.cv.repeats)
+            for split in stratified_folds(train.y, config.cv.folds, config.cv.seed + r)]
+
+
+def folds_of(splits: list, rows: int, repeats: int) -> np.ndarray:
+    """[repeats, rows]: the fold that validates each row in each repeat (-1: none, with cv.folds=given)."""
+    fold_of = np.full((repeats, rows), -1, dtype=np.int64)
+    per_repeat = len(splits) // repeats
+    for fold, (_, valid_idx) in enumerate(splits):
+        fold_of[fold // per_repeat, valid_idx] = fold
+    return fold_of
 
 
 def resume_hint(config: Config, run_dir: Path, data: Path | None) -> str:
@@ -149,12 +163,39 @@ def open_run(config: Config, ids: list[str], fold_of: np.ndarray, runs_dir: Path
 
 def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,
                run_dir: Path, dist: Dist, writer: SummaryWriter | None) -> None:
-    """Train one fold (from its resume checkpoint when there is one) and save it with its OOF probabilities."""
+    """Train one fold's learners (the network from its resume checkpoint when there is one) on the same fitted
+    preprocessing, and save them with each learner's OOF probabilities."""
     fold_start = time.perf_counter()
     seed = config.train.seed + fold
     seed_everything(seed)
     part, valid = train.subset(split[0]), train.subset(split[1])
     state = task.fit(part)
+    fitted, row, history = {}, {"fold": fold}, []
+    if "net" in config.learners:
+        fitted["net"], row, history = train_net(task, config, part, valid, state, fold, seed, run_dir, dist, writer)
+    fitted |= task.fit_learners(part, state, seed)
+    fitted = {name: fitted[name] for name in config.learners}  # the config's order: the order of the blend
+    if not dist.main:
+        return
+    oof_model = task.ensemble([fitted], [state], None).eval()
+    probs = ensemble_probs(oof_model, task.batches(valid, [state]), len(valid), dist.device, desc=f"fold {fold} OOF")
+    probs = probs.numpy()  # [rows, learners, classes]
+    scores = {name: float((probs[:, i].argmax(1) == valid.y).mean()) for i, name in enumerate(fitted)}
+    row |= {"accuracy": float((probs.mean(1).argmax(1) == valid.y).mean()), "learners": scores,
+            "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}
+    meta = {"fold": fold, "score": row["accuracy"], "preprocessing": state, "summary": row, "history": history}
+    runs.save_fold(run_dir, fold, {name: m.cpu() for name, m in fitted.items()}, meta, probs)
+    epoch_name, fold_name = score_names(config)
+    notes = [f"best epoch {row['best_epoch']} of {row['epochs_run']}, {epoch_name} accuracy "
+             f"{row['best_epoch_valid_accuracy']:.4f}"] if "best_epoch" in row else []
+    if len(scores) > 1:
+        notes.append("mean of " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()))
+    log.info("fold %d: %s accuracy %.4f%s", fold, fold_name, row["accuracy"], f" ({'; '.join(notes)})" if notes else "")
+
+
+def train_net(task, config: Config, part: Samples, valid: Samples, state: dict, fold: int, seed: int, run_dir: Path,
+              dist: Dist, writer: SummaryWriter | None) -> tuple[torch.nn.Module, dict, list[dict]]:
+    """The fold's network, trained by the shared loop: (model with the best epoch's weights, summary, history)."""
     model = task.build_model(state, pretrained=True).to(dist.device)
     weights = None
     if config.train.class_weights:  # inverse frequency, normalised to mean 1
@@ -168,54 +209,87 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
 
     train_batches = task.loader(part, state, train=True, dist=dist)
     valid_batches = task.loader(valid, state, train=False, dist=dist)
-    epoch_name, fold_name = score_names(config)
+    epoch_name, _ = score_names(config)
     result = fit(model, train_batches, valid_batches, config.train, seed=seed, on_epoch=on_epoch, desc=f"fold {fold}",
                  class_weights=weights, checkpoint=runs.resume_checkpoint(run_dir, fold), dist=dist,
                  valid_name=epoch_name)
-    if not dist.main:
-        return
-    oof_model = task.ensemble([model], [state]).eval()
-    probs = ensemble_probs(oof_model, task.batches(valid, [state]), len(valid), dist.device, desc=f"fold {fold} OOF")
-    probs = probs.numpy()
-    score = float((probs.argmax(1) == valid.y).mean())
     best = next(r for r in result.history if r["epoch"] == result.best_epoch)
-    row = {"fold": fold, "accuracy": score, "best_epoch_valid_accuracy": best["valid_accuracy"],
-           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-           "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}
-    meta = {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "score": score,
-            "preprocessing": state, "summary": row, "history": result.history}
-    runs.save_fold(run_dir, fold, model.cpu(), meta, probs)
-    log.info("fold %d: %s accuracy %.4f (best epoch %d of %d, %s accuracy %.4f)", fold, fold_name, score,
-             result.best_epoch, result.epochs_run, epoch_name, best["valid_accuracy"])
+    row = {"fold": fold, "best_epoch_valid_accuracy": best["valid_accuracy"], "best_epoch": result.best_epoch,
+           "epochs_run": result.epochs_run}
+    return model, row, result.history
 
 
 def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, seconds: float) -> None:
-    """Gather the finished folds from disk into oof.csv, metrics.json, log.csv and the plots."""
-    oof = np.zeros((len(train), len(config.classes)), dtype=np.float32)
-    fold_of = np.full(len(train), -1, dtype=np.int64)
+    """Gather the finished folds from disk, blend the learners on their OOF predictions, and write oof.csv,
+    metrics.json, log.csv and the plots."""
+    repeats = config.cv.repeats
+    fold_of = folds_of(splits, len(train), repeats)
+    oof = np.zeros((repeats, len(train), len(config.learners), len(config.classes)), dtype=np.float32)
     fold_rows, epoch_rows = [], []
     for fold, (_, valid_idx) in enumerate(splits):
         meta, probs = runs.fold_result(run_dir, fold)
-        oof[valid_idx], fold_of[valid_idx] = probs, fold
+        oof[fold * repeats // len(splits), valid_idx] = probs
         fold_rows.append(meta["summary"])
         epoch_rows += [{"fold": fold, **row} for row in meta["history"]]
-    summary = summarize(config, train, oof, fold_of, fold_rows, seconds)
-    write_outputs(run_dir, config, train, oof, fold_of, summary, epoch_rows)
-    log.info("CV accuracy %.4f ± %.4f over %d folds; OOF accuracy %.4f  (%s)",
-             summary["cv"]["mean"], summary["cv"]["std"], len(splits), summary["cv"]["oof"], run_dir)
+    mix = blend.choose(oof, train.y, fold_of, config.blend)
+    summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds)
+    write_outputs(run_dir, config, train, oof, mix["oof"], fold_of, summary, epoch_rows)
+    cv = summary["cv"]
+    noise = f", sd over {repeats} repeats {cv['repeat_sd']:.4f}" if repeats > 1 else ""
+    log.info("CV accuracy %.4f ± %.4f over %d folds%s; OOF accuracy %.4f  (%s)", cv["mean"], cv["std"], len(splits),
+             noise, cv["oof"], run_dir)
+    if len(config.learners) > 1:
+        for name, score in summary["learners"].items():
+            log.info("  %-7s CV accuracy %.4f ± %.4f; blend minus it: %+.4f ± %.4f (sd over folds)", name,
+                     score["mean"], score["std"], score["blend_minus"]["mean"], score["blend_minus"]["sd"])
+        log.info("  blend: %s, weights %s (cross-fitted log-loss gain of fitted weights over the mean %+.4f, "
+                 "2 s.e. %.4f)", summary["blend"]["method"], summary["blend"]["weights"],
+                 summary["blend"]["evidence"]["mean"], summary["blend"]["evidence"]["two_se"])
 
 
-def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray, fold_rows: list[dict],
+def fold_scores(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """Accuracy of [repeats, rows, classes] OOF probabilities per fold, in fold order."""
+    folds = np.unique(fold_of[fold_of >= 0])
+    return np.array([(probs[fold_of == f].argmax(1) == np.broadcast_to(y, fold_of.shape)[fold_of == f]).mean()
+                     for f in folds])
+
+
+def scores(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict:
+    """Fold accuracies' mean and sd, the OOF accuracy (mean over repeats) and its sd over repeats."""
+    per_fold = fold_scores(probs, y, fold_of)
+    seen = fold_of >= 0
+    per_repeat = np.array([(p[s].argmax(1) == y[s]).mean() for p, s in zip(probs, seen, strict=True)])
+    return {"mean": float(per_fold.mean()), "std": float(per_fold.std()), "oof": float(per_repeat.mean()),
+            "repeat_sd": float(per_repeat.std(ddof=1)) if len(per_repeat) > 1 else 0.0, "repeats": len(per_repeat),
+            "folds": len(per_fold)}
+
+
+def summarize(config: Config, y: np.ndarray, oof: np.ndarray, mix: dict, fold_of: np.ndarray, fold_rows: list[dict],
               seconds: float) -> dict:
-    scores = np.array([r["accuracy"] for r in fold_rows])
+    served = mix["oof"]
+    per_fold = fold_scores(served, y, fold_of)
+    for row, score in zip(fold_rows, per_fold, strict=True):
+        row["accuracy"] = float(score)  # the blend as served (cross-fitted weights, or the mean)
+    learner_scores = {}
+    for i, name in enumerate(config.learners):
+        own = fold_scores(oof[:, :, i], y, fold_of)
+        learner_scores[name] = scores(oof[:, :, i], y, fold_of) | {
+            "blend_minus": {"mean": float((per_fold - own).mean()), "sd": float((per_fold - own).std(ddof=1))
+                            if len(own) > 1 else 0.0}}
     epoch_name, fold_name = score_names(config)
-    seen = fold_of >= 0  # with cv.folds=given only the valid split has out-of-fold predictions
-    pred, y = oof[seen].argmax(1), train.y[seen]
-    per_class = {name: float((pred[y == i] == i).mean()) for i, name in enumerate(config.classes) if (y == i).any()}
+    seen = fold_of[0] >= 0  # with cv.folds=given only the valid split has out-of-fold predictions
+    pred, truth = served[0][seen].argmax(1), y[seen]
+    per_class = {name: float((pred[truth == i] == i).mean()) for i, name in enumerate(config.classes)
+                 if (truth == i).any()}
     return {
         "competition": config.competition,
         "metric": "accuracy",
-        "cv": {"mean": float(scores.mean()), "std": float(scores.std()), "oof": float((pred == y).mean())},
+        "cv": scores(served, y, fold_of),
+        "learners": learner_scores,
+        "blend": {"method": mix["method"], "weights": dict(zip(config.learners, mix["weights"], strict=True)),
+                  "evidence": mix["logloss_gain_of_weights"],
+                  "measured": "cv is the blend with weights fitted on the other folds' OOF rows (cross-fitted); "
+                              "the served weights are fitted on all OOF rows"},
         "per_class_accuracy": per_class,
         # Two accuracies per fold, measured differently (see score_names): say which is which.
         "measured": {"accuracy": f"{fold_name}: the fold's out-of-fold predictions with the best epoch's weights, "
@@ -229,17 +303,28 @@ def summarize(config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarr
     }
 
 
-def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray, fold_of: np.ndarray,
-                  summary: dict, epoch_rows: list[dict]) -> None:
-    seen = fold_of >= 0
-    frame = pd.DataFrame({"id": train.ids, "target": train.y, "fold": fold_of, "pred": oof.argmax(1)})
-    for i, name in enumerate(config.classes):
-        frame[f"prob_{name}"] = oof[:, i]
-    frame = frame[seen]
+def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray, served: np.ndarray,
+                  fold_of: np.ndarray, summary: dict, epoch_rows: list[dict]) -> None:
+    """oof.csv (a row per training row and repeat: the served blend's probabilities, then a block per learner),
+    log.csv, metrics.json and the plots."""
+    frames = []
+    for r in range(len(fold_of)):
+        frame = pd.DataFrame({"id": train.ids, "repeat": r, "target": train.y, "fold": fold_of[r],
+                              "pred": served[r].argmax(1)})
+        for i, name in enumerate(config.classes):
+            frame[f"prob_{name}"] = served[r][:, i]
+        for j, learner in enumerate(config.learners):
+            for i, name in enumerate(config.classes):
+                frame[f"{learner}_prob_{name}"] = oof[r, :, j, i]
+        frames.append(frame[fold_of[r] >= 0])
     with atomic.atomic_path(run_dir / "oof.csv") as tmp:
-        frame.to_csv(tmp, index=False)
+        pd.concat(frames).to_csv(tmp, index=False)
     with atomic.atomic_path(run_dir / "log.csv") as tmp:
         pd.DataFrame(epoch_rows).to_csv(tmp, index=False)
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
-    plots.learning_curves(epoch_rows, run_dir / "curves.png", summary["folds"], score_names(config))
-    plots.confusion(train.y[seen], oof[seen].argmax(1), config.classes, run_dir / "confusion.png")
+    if epoch_rows:
+        plots.learning_curves(epoch_rows, run_dir / "curves.png", summary["folds"], score_names(config))
+    if len(config.learners) > 1:
+        plots.learner_scores(summary, run_dir / "learners.png")
+    seen = fold_of[0] >= 0
+    plots.confusion(train.y[seen], served[0][seen].argmax(1), config.classes, run_dir / "confusion.png")

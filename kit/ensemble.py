@@ -57,3 +57,19 @@ class TTA(nn.Module):
         if self.blend > 0:
             return (1 - self.blend) * mean + self.blend * probs[self.passes.index("identity")]
         return mean
+
+
+class Blend(nn.Module):
+    """A fold's learners (each: raw batch -> probabilities) weighted into one answer. Without weights it returns
+    every learner's probabilities, [N, learners, classes], for the out-of-fold predictions that fit the weights."""
+
+    def __init__(self, learners: dict[str, nn.Module], weights: list[float] | None):
+        super().__init__()
+        self.learners = nn.ModuleDict(learners)
+        self.register_buffer("weights", None if weights is None else torch.tensor(weights, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([learner(x) for learner in self.learners.values()], dim=1)
+        if self.weights is None:
+            return probs
+        return (probs * self.weights[:, None]).sum(1)

@@ -18,9 +18,10 @@ import torch
 import kit
 from kit import runs
 from kit.config import Config
+from kit.contract import sha256
 from kit.device import resolve
 from kit.errors import KitError
-from kit.runtime import GPU_FIX, sha256
+from kit.runtime import GPU_FIX
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{config.competition}.", dir=out_root))
     tmp.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
     try:
-        input_name = "images" if config.task == "image" else "features"
-        trace_and_save(ensemble, x[:TRACE_BATCH], tmp, input_name)
-        parity = check_parity(ensemble, tmp, x, input_name, where)
-        meta = metadata(config, run_dir, states, tmp, parity, input_name, x)
+        contract = task.write_contract(states, int(x.shape[1]), tmp)  # also copies the files it names into tmp
+        trace_and_save(ensemble, x[:TRACE_BATCH], tmp, contract["name"])
+        parity = check_parity(ensemble, tmp, x, contract["name"], where)
+        meta = metadata(config, run_dir, states, tmp, parity, contract)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _replace_dir(tmp, final)
     finally:
@@ -67,7 +68,10 @@ def trace_and_save(module: torch.nn.Module, example: torch.Tensor, folder: Path,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shapes taken as constants (H, W are fixed)
         traced = torch.jit.trace(module, example, check_trace=False)
-        torch.jit.save(traced, str(folder / "model.ts"))
+        # The traced input shape rides in the archive: convolutional nets take any size, so only this tells the
+        # runtime that meta.json still describes the input the model was traced (and checked) for.
+        shape = json.dumps(list(example.shape[1:]))
+        torch.jit.save(traced, str(folder / "model.ts"), _extra_files={"input_shape.json": shape})
         # The TorchScript-based exporter, chosen explicitly: torch 2.9 made dynamo the default.
         torch.onnx.export(
             module, (example,), str(folder / "model.onnx"), input_names=[input_name], output_names=["probs"],
@@ -129,47 +133,32 @@ def _backends(folder: Path, input_name: str, device: torch.device) -> dict:
     return backends
 
 
-def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, input_name: str,
-             x: torch.Tensor) -> dict:
+def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, contract: dict) -> dict:
     import onnx
     import onnxruntime
 
     metrics_path = run_dir / "metrics.json"
-    cv = json.loads(metrics_path.read_text())["cv"] if metrics_path.is_file() else None
-    meta = {
+    metrics = json.loads(metrics_path.read_text())
+    return {
         "competition": config.competition,
         "task": config.task,
         "classes": config.classes,
         "folds": len(states),
-        "cv": cv,
-        "run": str(run_dir),
+        "cv": metrics["cv"],
+        "learners": {name: metrics["blend"]["weights"][name] for name in config.learners},
+        "run": str(run_dir),  # for people; nothing reads it back
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"kit": kit.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "opset": OPSET},
+        "input": contract,
         "output": {"name": "probs", "dtype": "float32", "shape": ["N", len(config.classes)],
-                   "meaning": "class probabilities, rows sum to 1, averaged over folds (and TTA views)"},
+                   "meaning": "class probabilities, rows sum to 1: the learners blended with the weights in "
+                              "`learners`, averaged over folds (and TTA views)"},
         "files": {name: {"sha256": sha256(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in ("model.onnx", "model.ts")},
         "parity": parity,
+        "tta": dataclasses.asdict(config.tta) if config.task == "image" else None,
     }
-    if config.task == "image":
-        size = states[0]["size"]
-        meta["input"] = {
-            "name": input_name, "dtype": "uint8", "layout": "NHWC", "shape": ["N", size, size, 3],
-            "size": [size, size], "color": "RGB",
-            "resize": f"convert to RGB (alpha on white), resize to {size}x{size} ignoring aspect ratio, "
-                      "bilinear (PIL Image.resize(..., BILINEAR)); the graph does scaling, normalisation, TTA",
-            "normalization": {"mean": states[0]["mean"], "std": states[0]["std"], "applied_in_graph": True},
-        }
-        meta["tta"] = dataclasses.asdict(config.tta)
-    else:
-        meta["input"] = {"name": input_name, "dtype": "float32", "layout": "NF", "shape": ["N", int(x.shape[1])],
-                         "encoding": "concatenation of each fold's feature encoding, see features"}
-        meta["features"] = {"spec": dataclasses.asdict(config.features), "id": config.data.id,
-                            "code": str(config.path(config.features.code)) if config.features.code else None,
-                            "folds": states}
-        meta["tta"] = None
-    return meta
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -45,6 +45,25 @@ def curves_figure(epoch_rows: list[dict], fold_rows: list[dict] = (),
     return fig
 
 
+def learner_scores(summary: dict, path: Path) -> None:
+    """learners.png: every fold's accuracy per learner and for the blend (dots), with mean ± sd (bars): whether
+    the blend beats its learners by more than the spread over folds."""
+    rows = [(name, [f["learners"][name] for f in summary["folds"]], score)
+            for name, score in summary["learners"].items()]
+    rows.append((f"blend ({summary['blend']['method']})", [f["accuracy"] for f in summary["folds"]], summary["cv"]))
+    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.6 * len(rows)))
+    for i, (_, folds, score) in enumerate(rows):
+        jitter = np.linspace(-0.15, 0.15, len(folds))
+        ax.plot(folds, i + jitter, "o", alpha=0.5, color="tab:blue" if i < len(rows) - 1 else "tab:red")
+        ax.errorbar(score["mean"], i, xerr=score["std"], fmt="D", color="black", capsize=4)
+        ax.annotate(f"{score['mean']:.4f} ± {score['std']:.4f}", (score["mean"], i + 0.3), ha="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.set(xlabel="fold accuracy (dots: folds; diamond: mean ± sd)", ylim=(-0.6, len(rows) - 0.2),
+           title="learners and their blend on the same folds")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+
+
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: Path) -> None:
     """Row-normalised confusion matrix of out-of-fold predictions, with counts in the cells."""
     n = len(classes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -111,25 +112,36 @@ def check_amp(ensemble: torch.nn.Module, task, samples, states: list[dict], devi
 
 
 def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test: Path | None = None,
-                   out: Path | None = None, device: str = "auto") -> Path:
-    """submission.csv from the exported model (through kit.runtime), on the same test data as predict_run. It goes
-    where `make predict` puts it, the folder of the run that was exported, so the export folder stays exactly what
-    `make export` wrote (and checksummed); the working directory when that run is not on this machine."""
+                   out: Path | None = None, device: str = "auto", trust_code: bool = False) -> Path:
+    """submission.csv from the exported model through kit.runtime's raw-input path (raw test rows or image files
+    into `predict_proba`, as a serving program does), on the same test data as predict_run. It goes where `make
+    predict` puts it, the folder of the run that was exported, so the export folder stays exactly what `make export`
+    wrote (and checksummed); the working directory when that run is not on this machine."""
     from kit import runtime
 
     if not (export_dir / "meta.json").is_file():
         raise KitError(f"no export at {export_dir}; run `make export COMP={runs.comp_arg(config)}` first "
                        "(or predict from the run: leave FROM out)")
-    predictor = runtime.load(export_dir, backend=backend, device=device)
-    task = get_task(config)
-    samples = task.load("test", test)
-    states = predictor.meta["features"]["folds"] if config.task == "tabular" else []
-    batches = tqdm(task.batches(samples, states), desc=f"predict ({backend})", unit=" batches", mininterval=1.0)
-    probs = np.concatenate([predictor.run(x.numpy()) for x in batches])
-    frame = make_submission(samples.ids, probs, config)
+    predictor = runtime.load(export_dir, backend=backend, device=device,
+                             trust_code=trust_code or own_code(export_dir, config))
+    ids, raw = get_task(config).raw_test(test)
+    step = PASS_IMAGES["cuda" if predictor.device == "cuda" else "cpu"] * 8
+    chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
+    probs = np.concatenate([predictor.predict_proba(chunk) for chunk in
+                            tqdm(chunks, desc=f"predict ({backend})", unit=" batches", mininterval=1.0)])
+    frame = make_submission(ids, probs, config)
     run_dir = Path(predictor.meta.get("run", "."))
-    path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", samples.ids,
-                            config)
+    path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", ids, config)
     log.info("wrote %s from the %s export in %s (%s), exported from run %s", path, backend, export_dir,
              predictor.device, predictor.meta.get("run", "?"))
     return path
+
+
+def own_code(export_dir: Path, config: Config) -> bool:
+    """Whether the export's feature code is byte for byte this competition's own features.py, which `make train`
+    runs anyway: then predicting from the export needs no separate consent."""
+    from kit.contract import sha256
+
+    code = json.loads((export_dir / "meta.json").read_text()).get("input", {}).get("code")
+    mine = config.path(config.features.code) if config.features.code else None
+    return bool(code and mine and mine.is_file() and code.get("sha256") == sha256(mine))

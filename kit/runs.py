@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 import yaml
 
-from kit import atomic
+from kit import atomic, learners
 from kit.config import Config, config_from_dict, to_dict
 from kit.errors import KitError
 
@@ -97,9 +97,14 @@ def run_config(run_dir: Path) -> Config:
 
 
 def write_folds(run_dir: Path, ids: list[str], fold_of: np.ndarray) -> None:
-    """folds.csv: which fold validates each training row (-1: never, with cv.folds=given)."""
+    """folds.csv: which fold validates each training row (-1: never, with cv.folds=given); with cv.repeats, a
+    column per repeat (fold, fold_r1, fold_r2, ...; fold numbers run on across repeats)."""
     with atomic.atomic_path(run_dir / "folds.csv") as tmp:
-        pd.DataFrame({"id": ids, "fold": fold_of}).to_csv(tmp, index=False)
+        pd.DataFrame({"id": ids, **{fold_column(r): f for r, f in enumerate(fold_of)}}).to_csv(tmp, index=False)
+
+
+def fold_column(repeat: int) -> str:
+    return "fold" if repeat == 0 else f"fold_r{repeat}"
 
 
 def check_resumable(run_dir: Path, config: Config, ids: list[str], fold_of: np.ndarray) -> None:
@@ -112,7 +117,8 @@ def check_resumable(run_dir: Path, config: Config, ids: list[str], fold_of: np.n
         raise KitError(f"cannot resume {run_dir}: it was started with other settings ({'; '.join(changed)}); "
                        "resume with the same COMP, DATA and SET, or start a new run without RESUME")
     folds = pd.read_csv(run_dir / "folds.csv", dtype={"id": str})
-    if folds["id"].tolist() != list(ids) or not np.array_equal(folds["fold"].to_numpy(), fold_of):
+    then = folds[[fold_column(r) for r in range(len(fold_of)) if fold_column(r) in folds]].to_numpy().T
+    if folds["id"].tolist() != list(ids) or not np.array_equal(then, fold_of):
         raise KitError(f"cannot resume {run_dir}: the training data changed since it started "
                        f"({len(folds)} rows then, {len(ids)} now); start a new run without RESUME")
 
@@ -128,10 +134,12 @@ def _diff(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
     return out
 
 
-def save_fold(run_dir: Path, fold: int, model: torch.nn.Module, meta: dict, oof: np.ndarray) -> None:
-    """A finished fold: weights, its validation rows' probabilities, then the JSON that marks it done."""
+def save_fold(run_dir: Path, fold: int, learners: dict[str, torch.nn.Module], meta: dict, oof: np.ndarray) -> None:
+    """A finished fold: each learner's weights, its validation rows' probabilities per learner, then the JSON that
+    marks it done."""
     with atomic.atomic_path(run_dir / f"fold{fold}.pt") as tmp, open(tmp, "wb") as f:
-        torch.save(model.state_dict(), f)  # through a Python file, so a full disk raises OSError
+        # through a Python file, so a full disk raises OSError
+        torch.save({name: module.state_dict() for name, module in learners.items()}, f)
     with atomic.atomic_path(run_dir / f"fold{fold}.oof.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, oof)
     atomic.write_text(run_dir / f"fold{fold}.json", json.dumps(meta, indent=1))
@@ -153,14 +161,23 @@ def fold_result(run_dir: Path, fold: int) -> tuple[dict, np.ndarray]:
 
 
 def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, list[dict]]:
-    """The run's servable fold ensemble (eval mode, on `device`) and the folds' preprocessing states."""
-    models, states = [], []
-    for weights, meta in load_folds(run_dir):
-        model = task.build_model(meta["preprocessing"])
-        model.load_state_dict(weights)
-        models.append(model)
-        states.append(meta["preprocessing"])
-    return task.ensemble(models, states).to(device).eval(), states
+    """The run's servable fold ensemble (eval mode, on `device`): every fold's learners, blended with the weights
+    in metrics.json; and the folds' preprocessing states."""
+    folds, states = [], []
+    for saved, meta in load_folds(run_dir):
+        state = meta["preprocessing"]
+        folds.append({name: _learner(task, name, weights, state) for name, weights in saved.items()})
+        states.append(state)
+    weights = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
+    return task.ensemble(folds, states, list(weights.values())).to(device).eval(), states
+
+
+def _learner(task, name: str, weights: dict, state: dict) -> torch.nn.Module:
+    if name != "net":
+        return learners.rebuild(weights)
+    model = task.build_model(state)
+    model.load_state_dict(weights)
+    return model
 
 
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:

@@ -2,11 +2,15 @@
 
     model = kit.runtime.load("exports/food101-10", backend="onnx")
     probs = model.predict_proba(["photo.jpg", pil_image, uint8_array])   # [N, classes]
+    model = kit.runtime.load("exports/titanic", trust_code=True)         # runs the export's features.py
+    probs = model.predict_proba({"Pclass": 3, "Name": "Braund, Mr. Owen Harris", ...})
+
+With the ONNX backend it imports numpy, pandas, Pillow and onnxruntime only; torch only for TorchScript. It reads
+nothing outside the export folder, and runs an export's feature code only with `trust_code=True` (kit/contract.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from kit.contract import open_input, sha256
 from kit.errors import KitError
-from kit.images import decode
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +34,12 @@ GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setu
 class Predictor:
     """One loaded export. `predict_proba` takes images (paths, PIL images, uint8 arrays) or table rows."""
 
-    def __init__(self, folder: Path, backend: str, device: str, threads: int | None):
+    def __init__(self, folder: Path, backend: str, device: str, threads: int | None, trust_code: bool = False):
         self.folder, self.backend, self.device = folder, backend, device
         self.meta = read_meta(folder)
         self.classes: list[str] = self.meta["classes"]
         self.task: str = self.meta["task"]
+        self.input = open_input(self.meta, folder, trust_code)
         path = folder / FILES[backend]
         if not path.is_file():
             raise KitError(f"{path} is missing; re-run `make export COMP={self.meta['competition']}`")
@@ -72,6 +76,7 @@ class Predictor:
                            f"{GPU_FIX}, or use device 'cpu'")
         self.device = "cuda" if on_gpu else "cpu"
         self.session = session
+        self.model_input = list(session.get_inputs()[0].shape[1:])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
 
@@ -85,12 +90,14 @@ class Predictor:
                            "CUDA_VISIBLE_DEVICES); use device 'auto' or 'cpu'")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        extra = {"input_shape.json": ""}  # written by the export: the shape the model was traced for
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-                module = torch.jit.load(str(path), map_location=self.device).eval()
+                module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra).eval()
         except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/ValueError for bad archives
             raise KitError(f"cannot load {path}: {exc}") from None
+        self.model_input = json.loads(extra["input_shape.json"] or "null")
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
@@ -99,7 +106,12 @@ class Predictor:
         return run
 
     def _check_shapes(self) -> None:
+        """meta.json's input and output against the model file, so an edited or mismatched meta.json is named here
+        rather than as a runtime error on the first request."""
         shape = self.meta["input"]["shape"][1:]
+        if [int(d) for d in shape] != self.model_input:
+            raise KitError(f"meta.json in {self.folder} gives the input shape {shape} but {FILES[self.backend]} takes "
+                           f"{self.model_input}; meta.json was edited or belongs to another export; re-run the export")
         dtype = np.uint8 if self.meta["input"]["dtype"] == "uint8" else np.float32
         out = self.run(np.zeros([1, *shape], dtype=dtype))
         if out.shape != (1, len(self.classes)):
@@ -115,52 +127,8 @@ class Predictor:
         return self.run(self.prepare(inputs))
 
     def prepare(self, inputs: Any) -> np.ndarray:
-        """The model input for `inputs`, built the way meta.json documents."""
-        if self.task == "image":
-            items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-            if not items:
-                raise KitError("no images given")
-            return np.stack([self._image(item) for item in items])
-        return self._rows(inputs)
-
-    def _image(self, item: Any) -> np.ndarray:
-        if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] not in (3, 4):
-                raise KitError(f"an image array must be uint8 HxWx3 (RGB); got {item.dtype} {item.shape}")
-            if item.shape[:2] == (self.size, self.size) and item.shape[2] == 3:
-                return item
-            from PIL import Image
-
-            item = Image.fromarray(item)
-        try:
-            return decode(item, self.size)
-        except ValueError as exc:
-            name = item if isinstance(item, (str, os.PathLike)) else "the image"
-            raise KitError(f"cannot read {name} as an image ({exc})") from None
-
-    def _rows(self, rows: Any) -> np.ndarray:
-        from kit.tasks.tabular import encode, load_engineer, parse_numeric  # feature code only, no training
-
-        features = self.meta["features"]
-        frame = pd.DataFrame([rows] if isinstance(rows, dict) else rows)
-        spec = features["spec"]
-        missing = [c for c in [*spec["raw_numeric"], *spec["raw_text"]] if c not in frame.columns]
-        if missing:
-            raise KitError(f"rows lack column(s) {missing}; expected {spec['raw_numeric'] + spec['raw_text']}")
-        frame = frame.astype(object).where(frame.notna(), None)
-        for column in spec["raw_text"]:
-            frame[column] = frame[column].map(lambda v: None if v is None or v == "" else str(v))
-        frame = parse_numeric(frame, spec["raw_numeric"], "input rows")
-        engineered = load_engineer(Path(features["code"]))(frame) if features["code"] else frame
-        return np.hstack([encode(engineered, state) for state in features["folds"]])
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        """The model input for `inputs`, built the way meta.json documents (kit/contract.py)."""
+        return self.input.prepare(inputs)
 
 
 def read_meta(folder: Path) -> dict:
@@ -179,12 +147,13 @@ def read_meta(folder: Path) -> dict:
     return meta
 
 
-def load(path: str | os.PathLike, backend: str = "onnx", device: str = "auto", threads: int | None = None) -> Predictor:
+def load(path: str | os.PathLike, backend: str = "onnx", device: str = "auto", threads: int | None = None,
+         trust_code: bool = False) -> Predictor:
     """Load the export in folder `path` for `backend` ('onnx' or 'torchscript') on 'auto' (the GPU when the backend
-    can use one here), 'cpu' or 'cuda'."""
+    can use one here), 'cpu' or 'cuda'. `trust_code=True` lets a tabular export run the feature code it carries."""
     if backend not in FILES:
         raise KitError(f"backend {backend!r} is not one of {sorted(FILES)}")
     if device not in DEVICES:
         raise KitError(f"device {device!r} is not one of {', '.join(DEVICES)}")
-    return Predictor(Path(path), backend, device, threads)
+    return Predictor(Path(path), backend, device, threads, trust_code)
 

@@ -11,13 +11,17 @@ fold and loads with weights_only=True) rebuilds the module: see `from_state_dict
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # scikit-learn is needed to compile a model, not to load or run a compiled one
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
 
 
 def _probabilities(raw: torch.Tensor, binary: bool) -> torch.Tensor:
@@ -66,6 +70,8 @@ def _refuse_unsupported(model: HistGradientBoostingClassifier) -> None:
     """KitError for what the flat walk cannot reproduce. Categorical splits test category sets, not thresholds, and
     a model fit with categorical features ordinal-encodes and reorders its columns before its trees see them (every
     categorical split is on such a feature), so such a model is refused whole: kit feeds numeric features."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     if not isinstance(model, HistGradientBoostingClassifier):
         raise KitError(f"compile_hgb takes a HistGradientBoostingClassifier, got {type(model).__name__}")
     if not hasattr(model, "_predictors"):
@@ -127,6 +133,8 @@ class LogisticModel(nn.Module):
 def compile_logreg(model: LogisticRegression) -> LogisticModel:
     """A fitted LogisticRegression as a LogisticModel whose output matches model.predict_proba: binary is
     [1 - sigmoid, sigmoid] of the one score, multiclass the softmax of the K scores (scikit-learn's multinomial)."""
+    from sklearn.linear_model import LogisticRegression
+
     if not isinstance(model, LogisticRegression) or not hasattr(model, "coef_"):
         raise KitError(f"compile_logreg takes a fitted LogisticRegression, got {type(model).__name__}")
     return LogisticModel(weight=torch.from_numpy(np.asarray(model.coef_, dtype=np.float64).copy()),

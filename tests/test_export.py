@@ -50,6 +50,7 @@ def test_image_round_trip_matches_eager_at_batch_1_and_7(image_export, backend):
 
 
 def test_onnx_needs_nothing_but_onnxruntime_and_meta(image_export):
+    """A client with onnxruntime, Pillow and meta.json alone gets the eager ensemble's probabilities."""
     import onnxruntime as ort
     from PIL import Image
 
@@ -58,26 +59,39 @@ def test_onnx_needs_nothing_but_onnxruntime_and_meta(image_export):
     meta = json.loads((folder / "meta.json").read_text())
     size = meta["input"]["size"]
     session = ort.InferenceSession(str(folder / "model.onnx"))
-    images = [np.asarray(Image.open(p).convert("RGB").resize(size, Image.Resampling.BILINEAR))
-              for p in sorted((food_dir / "valid").glob("*.jpg"))[:5]]
+    files = sorted((food_dir / "valid").glob("*.jpg"))[:5]
+    images = [np.asarray(Image.open(p).convert("RGB").resize(size, Image.Resampling.BILINEAR)) for p in files]
     probs = session.run(["probs"], {meta["input"]["name"]: np.stack(images)})[0]
-    assert probs.shape == (5, 11) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    run_dir = runs.find_run("food11", None, tmp / "runs")
+    eager, _ = runs.load_ensemble(run_dir, get_task(runs.run_config(run_dir)))
+    with torch.no_grad():
+        expected = eager(torch.from_numpy(np.stack(images))).numpy()
+    assert probs.shape == (5, 11) and np.abs(probs - expected).max() <= 1e-4
+    assert np.abs(probs - runtime.load(folder, device="cpu").predict_proba(files)).max() <= 1e-4
 
 
-def test_titanic_round_trip_and_raw_passenger_rows(titanic_export):
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_titanic_round_trip_and_raw_passenger_rows(titanic_export, backend):
+    """Raw test rows through kit.runtime equal the run's eager ensemble at batch 1 and 7."""
     folder = titanic_export / "exports" / "titanic"
+    run_dir = runs.find_run("titanic", None, titanic_export / "runs")
+    task = get_task(runs.run_config(run_dir))
+    eager, states = runs.load_ensemble(run_dir, task)
+    samples = task.load("test")
     test = pd.read_csv(TITANIC / "test.csv")
-    onnx_model = runtime.load(folder, backend="onnx", device="cpu")
-    ts_model = runtime.load(folder, backend="torchscript", device="cpu")
-    a, b = onnx_model.predict_proba(test.head(7)), ts_model.predict_proba(test.head(7))
-    assert a.shape == (7, 2) and np.abs(a - b).max() <= 1e-4
-    one = onnx_model.predict_proba(test.iloc[0].to_dict())
-    assert np.abs(one - a[:1]).max() <= 1e-5  # a raw dict gives the same as its row in a frame
+    model = runtime.load(folder, backend=backend, device="cpu", trust_code=True)
+    for n in (1, 7):
+        with torch.no_grad():
+            expected = eager(next(task.batches(samples.subset(np.arange(n)), states))).numpy()
+        got = model.predict_proba(test.head(n))
+        assert got.shape == (n, 2) and np.abs(got - expected).max() <= 1e-4
+    one = model.predict_proba(test.iloc[0].to_dict())
+    assert np.abs(one - expected[:1]).max() <= 1e-5  # a raw dict gives the same as its row in a frame
     rich = {"Pclass": 1, "Name": "Smith, Mrs. Jane", "Sex": "female", "Age": 30, "SibSp": 1, "Parch": 0,
             "Ticket": "PC 1", "Fare": 80.0, "Cabin": "C85", "Embarked": "C"}
     poor = {**rich, "Pclass": 3, "Name": "Doe, Mr. John", "Sex": "male", "Fare": 7.25, "Cabin": None,
             "Embarked": "S"}
-    assert onnx_model.predict_proba(rich)[0, 1] > onnx_model.predict_proba(poor)[0, 1]
+    assert model.predict_proba(rich)[0, 1] > model.predict_proba(poor)[0, 1]
 
 
 @pytest.mark.parametrize("comp", ["titanic", "food11"])
@@ -128,19 +142,19 @@ def test_tampered_missing_or_inconsistent_exports_are_refused(titanic_export, tm
     data[-10] ^= 0xFF
     (tampered / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(KitError, match="does not match the sha256"):
-        runtime.load(tampered, backend="onnx")
+        runtime.load(tampered, backend="onnx", trust_code=True)
 
     missing = copy("missing")
     (missing / "model.ts").unlink()
     with pytest.raises(KitError, match="model.ts is missing"):
-        runtime.load(missing, backend="torchscript")
+        runtime.load(missing, backend="torchscript", trust_code=True)
 
     wrong = copy("wrong")
     meta = json.loads((wrong / "meta.json").read_text())
     meta["classes"] = ["died", "survived", "unknown"]
     (wrong / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(KitError, match="returns 2 classes but meta.json lists 3"):
-        runtime.load(wrong, backend="onnx")
+        runtime.load(wrong, backend="onnx", trust_code=True)
 
     with pytest.raises(KitError, match="no export at"):
         runtime.load(tmp_path / "nothing-here")
@@ -154,3 +168,16 @@ def test_export_without_a_run_says_what_to_do(tmp_path):
     result = run_kit("export", "--comp", "titanic", "--runs", str(tmp_path / "runs"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "make train COMP=titanic" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_an_edited_input_size_in_meta_json_is_named_at_load(image_export, tmp_path, backend):
+    tmp, _, _ = image_export
+    folder = tmp_path / "food11"
+    shutil.copytree(tmp / "exports" / "food11", folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["input"]["shape"], meta["input"]["size"] = ["N", 160, 160, 3], [160, 160]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    expected = r"gives the input shape \[160, 160, 3\] but model.(onnx|ts) takes \[32, 32, 3\]; meta.json was edited"
+    with pytest.raises(KitError, match=expected):
+        runtime.load(folder, backend=backend, device="cpu")

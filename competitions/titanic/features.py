@@ -29,4 +29,9 @@ def engineer(df: pd.DataFrame) -> pd.DataFrame:
     out["Age"] = df["Age"]
     out["LogFarePerPerson"] = np.log1p(df["Fare"] / family)
     out["Ticket"] = df["Ticket"].fillna("none").str.strip()
+    # Families travelled under one surname, usually on one ticket: surname + ticket (without its last digit,
+    # which often differs between relatives' tickets) names a family; group_rates learns their fates per fold.
+    surname = df["Name"].str.split(",").str[0].str.strip().fillna("")
+    out["Surname"] = surname
+    out["Family"] = surname + "-" + out["Ticket"].str[:-1]
     return out

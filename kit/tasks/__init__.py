@@ -45,13 +45,26 @@ class Task(Protocol):
         kit/batches.py); `train` switches shuffling and augmentation on."""
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
-        """A fresh model for the preprocessing `state` (returns logits); `pretrained` loads ImageNet weights."""
+        """A fresh network (learner `net`) for the preprocessing `state` (returns logits); `pretrained` loads
+        ImageNet weights."""
 
-    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
-        """The servable module: raw batch -> class probabilities averaged over the folds."""
+    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
+        """The configured learners other than the network, fitted on the fold (each maps input -> probabilities)."""
+
+    def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
+                 weights: list[float] | None) -> torch.nn.Module:
+        """The servable module: raw batch -> class probabilities, the learners blended with `weights` and averaged
+        over the folds; without weights, each learner's probabilities [N, learners, classes]."""
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         """The ensemble's input for `samples`, in batches."""
+
+    def raw_test(self, path: Path | None = None) -> tuple[list[str], Any]:
+        """(ids, raw test inputs: table rows or image files) as a serving program passes them to kit.runtime."""
+
+    def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
+        """meta.json["input"] (kit/contract.py) for an export being written to `folder`; files it names are put
+        there."""
 
 
 def get_task(config: Config) -> Task:

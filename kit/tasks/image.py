@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kit import contract
 from kit.batches import DatasetBatches, DeviceImages
 from kit.config import AugmentConfig, Config
 from kit.device import available_cpus
 from kit.distributed import SINGLE, Dist
-from kit.ensemble import TTA, FoldEnsemble
+from kit.ensemble import TTA, Blend, FoldEnsemble
 from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
 from kit.models import ImageClassifier, image_net, image_norm
@@ -100,9 +101,21 @@ class ImageTask:
         net = image_net(self.config.model, len(self.config.classes), pretrained)
         return ImageClassifier(net, state["mean"], state["std"]).to(memory_format=torch.channels_last)
 
-    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
+    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
+        return {}  # the network is the only image learner
+
+    def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
+                 weights: list[float] | None) -> torch.nn.Module:
         tta = self.config.tta
-        return FoldEnsemble([TTA(model, tta.views, tta.blend) for model in models])
+        return FoldEnsemble([Blend({"net": TTA(fold["net"], tta.views, tta.blend)}, weights) for fold in folds])
+
+    def raw_test(self, path: Path | None = None) -> tuple[list[str], list[Path]]:
+        """(ids, the image files) of the test split, as a serving program would pass them to kit.runtime."""
+        paths = list_unlabelled(Path(path) if path else self.config.path(self.config.data.test))
+        return [p.stem for p in paths], paths
+
+    def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
+        return contract.describe_images(states[0]["size"], states[0]["mean"], states[0]["std"])
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         step = self.config.image.batch_size

@@ -1,10 +1,11 @@
-"""Tabular task: CSV in, feature encoding fitted on the training fold only, an MLP on top."""
+"""Tabular task: CSV in, feature encoding fitted on the training fold only (kit/encoding.py), then the configured
+learners on it: the MLP (trained by the shared loop), gradient-boosted trees, logistic regression (kit/learners.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
+from kit import contract, learners
 from kit.batches import DatasetBatches
-from kit.config import Config, FeaturesConfig
+from kit.config import Config
 from kit.distributed import SINGLE, Dist
-from kit.ensemble import FoldEnsemble
+from kit.encoding import encode, encode_folds, feature_names, fit_encoding, warn_unseen
+from kit.ensemble import Blend, FoldEnsemble
 from kit.errors import KitError
 from kit.models import MLP
 from kit.tasks import Samples
@@ -27,14 +30,11 @@ class TabularTask:
     def __init__(self, config: Config):
         self.config = config
         self.spec = config.features
-        self.engineer = load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
+        self.engineer = contract.load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
 
     def load(self, split: str, path: Path | None = None) -> Samples:
-        path = Path(path) if path else self.config.path(getattr(self.config.data, split))
-        if path.is_dir():  # a folder holding the file the config names
-            path = path / Path(getattr(self.config.data, split)).name
         labelled = split == "train"
-        frame = read_table(path, self.config, labelled=labelled)
+        frame = self.read(split, path)
         y = None
         if labelled:
             index = {name: i for i, name in enumerate(self.config.classes)}
@@ -42,12 +42,37 @@ class TabularTask:
         ids = frame[self.config.data.id].tolist()
         return Samples(ids, y, self.engineer(frame.drop(columns=[self.config.data.target], errors="ignore")))
 
+    def read(self, split: str, path: Path | None = None) -> pd.DataFrame:
+        """The raw table of a split (the config's file, or `path`: a CSV or a folder holding one), checked."""
+        path = Path(path) if path else self.config.path(getattr(self.config.data, split))
+        if path.is_dir():  # a folder holding the file the config names
+            path = path / Path(getattr(self.config.data, split)).name
+        return read_table(path, self.config, labelled=split == "train")
+
+    def raw_test(self, path: Path | None = None) -> tuple[list[str], pd.DataFrame]:
+        """(ids, the raw rows) of the test split, as a serving program would pass them to kit.runtime."""
+        frame = self.read("test", path)
+        spec = self.spec
+        return frame[self.config.data.id].tolist(), frame[[*spec.raw_numeric, *spec.raw_text]]
+
     def fit(self, train: Samples) -> dict:
-        return fit_encoding(train.data, self.spec)
+        return fit_encoding(train.data, self.spec, train.y, len(self.config.classes))
+
+    def features(self, samples: Samples, state: dict, train: bool) -> np.ndarray:
+        """Encoded features; `train`: these are the rows the state was fitted on (their own labels leave their
+        group features)."""
+        return encode(samples.data, state, own=samples.y if train else None)
+
+    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
+        """The fold's learners other than the network, fitted on the same encoded training rows."""
+        x = self.features(train, state, train=True)
+        return {name: learners.fit_learner(name, self.config, x, train.y, seed)
+                for name in self.config.learners if name != "net"}
 
     def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
                device: torch.device | None = None) -> DatasetBatches:
-        data = TensorDataset(torch.from_numpy(encode(samples.data, state)), torch.from_numpy(samples.y))
+        x = self.features(samples, state, train)
+        data = TensorDataset(torch.from_numpy(x), torch.from_numpy(samples.y))
         batch = self.config.train.batch_size * (1 if train else 2)
         workers = 0 if self.config.train.num_workers == "auto" else self.config.train.num_workers
         return DatasetBatches(data, batch, device or dist.device, shuffle=train, workers=workers, dist=dist)
@@ -56,29 +81,52 @@ class TabularTask:
         m = self.config.model
         return MLP(len(feature_names(state)), m.hidden, len(self.config.classes), m.dropout)
 
-    def ensemble(self, models: list[torch.nn.Module], states: list[dict]) -> torch.nn.Module:
+    def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
+                 weights: list[float] | None) -> torch.nn.Module:
         # Each fold has its own fitted encoding; the ensemble input is their concatenation.
         members, start = [], 0
-        for model, state in zip(models, states, strict=True):
+        for fold, state in zip(folds, states, strict=True):
             width = len(feature_names(state))
-            members.append(ColumnSlice(model, start, start + width))
+            probs = {name: Softmax(m) if name == "net" else m for name, m in fold.items()}
+            members.append(ColumnSlice(Blend(probs, weights), start, start + width))
             start += width
         return FoldEnsemble(members)
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         warn_unseen(samples.data, states)
-        yield torch.from_numpy(np.hstack([encode(samples.data, s) for s in states]))
+        yield torch.from_numpy(encode_folds(samples.data, states))
+
+    def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
+        """meta.json["input"]; copies the feature code into the export folder, which the contract names."""
+        code = None
+        if self.spec.code:
+            source = self.config.path(self.spec.code)
+            shutil.copyfile(source, folder / "features.py")
+            code = {"file": "features.py", "sha256": contract.sha256(folder / "features.py"),
+                    "copied_from": source.name}
+        return contract.describe_table(self.read("train"), self.spec, self.config.data.id, states, width, code)
+
+
+class Softmax(torch.nn.Module):
+    """The network's logits as probabilities, like the other learners' outputs."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
 
 
 class ColumnSlice(torch.nn.Module):
-    """A fold model that reads its own columns of the concatenated encoding and returns probabilities."""
+    """A fold's module that reads its own columns of the concatenated encoding."""
 
     def __init__(self, model: torch.nn.Module, start: int, stop: int):
         super().__init__()
         self.model, self.start, self.stop = model, start, stop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x[:, self.start : self.stop]), dim=1)
+        return self.model(x[:, self.start : self.stop])
 
 
 def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
@@ -113,7 +161,7 @@ def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
         raise KitError(f"{path}: duplicate {data.id!r} values {duplicated[:5]}; each row needs a unique id")
-    frame = parse_numeric(frame, spec.raw_numeric, str(path))
+    frame = contract.parse_numeric(frame, spec.raw_numeric, str(path))
     if labelled:
         target = frame[data.target]
         unknown = target[~target.isin(config.classes)]
@@ -126,119 +174,3 @@ def read_table(path: Path, config: Config, labelled: bool) -> pd.DataFrame:
     return frame
 
 
-def parse_numeric(frame: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
-    """Columns as floats (empty -> NaN); a value that is not a finite number is refused with its line."""
-    frame = frame.copy()
-    for column in columns:
-        text = frame[column]
-        number = pd.to_numeric(text, errors="coerce")
-        bad = (text.notna() & number.isna()) | np.isinf(number)
-        if bad.any():
-            row = int(bad.to_numpy().argmax())
-            raise KitError(f"{where}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r} "
-                           "(leave missing values empty; NaN and inf are refused)")
-        frame[column] = number.astype(float)
-    return frame
-
-
-def load_engineer(path: Path) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    if not path.is_file():
-        raise KitError(f"feature code not found: {path}; fix features.code in the competition config")
-    spec = importlib.util.spec_from_file_location(f"kit_features_{path.parent.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "engineer"):
-        raise KitError(f"{path} must define engineer(df) -> DataFrame")
-    return module.engineer
-
-
-def fit_encoding(frame: pd.DataFrame, spec: FeaturesConfig) -> dict:
-    """Learn imputation values, scaling, frequency tables and vocabularies from `frame` alone."""
-    _check_columns(frame, [*spec.numeric, *spec.categorical, *spec.impute_by.values(), *spec.counts.values()])
-    counts = {new: {"key": key, "table": _frequencies(frame[key])} for new, key in spec.counts.items()}
-    frame = _add_counts(frame, counts)
-    numeric = {}
-    for column in [*spec.numeric, *spec.counts]:
-        values = frame[column].astype(float)
-        entry = {"median": _finite_or(values.median(), 0.0)}
-        if column in spec.impute_by:
-            group = spec.impute_by[column]
-            medians = values.groupby(_keys(frame[group])).median().dropna()
-            entry["by"] = group
-            entry["group_medians"] = {k: float(v) for k, v in medians.items()}
-        filled = _impute(frame, column, entry)
-        entry["mean"] = float(filled.mean())
-        entry["std"] = float(filled.std(ddof=0)) or 1.0
-        numeric[column] = entry
-    vocab = {c: sorted(_keys(frame[c]).unique().tolist()) for c in spec.categorical}
-    return {"numeric": numeric, "categorical": vocab, "counts": counts}
-
-
-def encode(frame: pd.DataFrame, state: dict) -> np.ndarray:
-    """The float32 feature matrix for `frame` under a fitted encoding."""
-    frame = _add_counts(frame, state["counts"])
-    parts = []
-    for column, entry in state["numeric"].items():
-        parts.append(((_impute(frame, column, entry) - entry["mean"]) / entry["std"]).to_numpy()[:, None])
-    for column, vocab in state["categorical"].items():
-        values = _keys(frame[column]).to_numpy()
-        parts.append((values[:, None] == np.asarray(vocab)[None, :]).astype(float))  # unseen -> all zeros
-    return np.hstack(parts).astype(np.float32)
-
-
-def warn_unseen(frame: pd.DataFrame, states: list[dict]) -> None:
-    """Name categorical values that no fold saw in training: they are encoded as unknown (all zeros)."""
-    for column in states[0]["categorical"]:
-        known = set().union(*(state["categorical"][column] for state in states))
-        values = _keys(frame[column])
-        unseen = sorted(set(values) - known)
-        if unseen:
-            log.warning("column %r holds value(s) never seen in training: %s (%d row(s)); encoded as unknown",
-                        column, ", ".join(map(repr, unseen[:5])), int(values.isin(unseen).sum()))
-
-
-def feature_names(state: dict) -> list[str]:
-    names = list(state["numeric"])
-    for column, vocab in state["categorical"].items():
-        names += [f"{column}={v}" for v in vocab]
-    return names
-
-
-def _impute(frame: pd.DataFrame, column: str, entry: dict) -> pd.Series:
-    values = frame[column].astype(float)
-    if "by" in entry:
-        group = _keys(frame[entry["by"]]).map(entry["group_medians"])
-        values = values.fillna(group)
-    return values.fillna(entry["median"])
-
-
-def _keys(values: pd.Series) -> pd.Series:
-    """Category values as strings, a missing value as "" (its own category)."""
-    return values.where(values.notna(), "").astype(str)
-
-
-def _frequencies(keys: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in _keys(keys).value_counts().items()}
-
-
-def _add_counts(frame: pd.DataFrame, counts: dict) -> pd.DataFrame:
-    """Add frequency columns; a key never seen in the fitting rows still stands for one row: this one."""
-    if not counts:
-        return frame
-    frame = frame.copy()
-    for new, entry in counts.items():
-        frame[new] = _keys(frame[entry["key"]]).map(entry["table"]).fillna(0).clip(lower=1).astype(float)
-    return frame
-
-
-def _check_columns(frame: pd.DataFrame, columns: list[str]) -> None:
-    missing = sorted({c for c in columns if c not in frame.columns})
-    if missing:
-        raise KitError(
-            f"feature column(s) {missing} are neither in the data nor made by the feature code; "
-            "fix the features section of the competition config"
-        )
-
-
-def _finite_or(value: float, default: float) -> float:
-    return float(value) if np.isfinite(value) else default

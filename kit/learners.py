@@ -1,0 +1,57 @@
+"""The learners beside the network: scikit-learn models fitted on a fold's encoded features, then compiled into
+torch modules (kit/trees.py), so that they are saved, blended and exported exactly like the network.
+
+Why HistGradientBoosting for `gbdt`: it ships with scikit-learn (already a dependency: no new install, nothing
+pins onnx), it is deterministic for a seed, fast on small tables, and its fitted trees are plain node arrays that
+compile into a tensor program for TorchScript and ONNX. LightGBM/XGBoost would add a package and a converter
+for no measured gain on tables of Titanic's size.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import torch
+
+from kit import trees
+from kit.config import Config
+from kit.errors import KitError
+
+PACKAGES = {"gbdt": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
+            "logreg": ("sklearn.linear_model", "LogisticRegression")}
+
+
+def check_available(names: list[str]) -> None:
+    """Refuse, before any run folder is written, a learner whose package cannot be imported."""
+    for name in names:
+        if name in PACKAGES:
+            _estimator(name)
+
+
+def _estimator(name: str) -> type:
+    module, cls = PACKAGES[name]
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:
+        raise KitError(f"learner {name!r} needs {module}.{cls} from scikit-learn, which cannot be imported here "
+                       f"({exc}); install it with `pip install 'scikit-learn>=1.3'`, or drop {name} from learners"
+                       ) from None
+
+
+def fit_learner(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
+    """Fit learner `name` on encoded features `x` (float32) and labels `y`; a module mapping x to probabilities."""
+    estimator = _estimator(name)
+    if name == "gbdt":
+        g = config.gbdt
+        model = estimator(learning_rate=g.learning_rate, max_iter=g.max_iter, max_leaf_nodes=g.max_leaf_nodes,
+                          max_depth=g.max_depth or None, min_samples_leaf=g.min_samples_leaf,
+                          l2_regularization=g.l2_regularization, early_stopping=False, random_state=seed)
+        return trees.compile_hgb(model.fit(x.astype(np.float64), y))
+    model = estimator(C=config.logreg.C, max_iter=config.logreg.max_iter)
+    return trees.compile_logreg(model.fit(x.astype(np.float64), y))
+
+
+def rebuild(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A fitted learner's module from its saved state_dict alone (no scikit-learn needed)."""
+    return trees.from_state_dict(state)

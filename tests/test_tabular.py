@@ -1,0 +1,145 @@
+"""Tabular learners on the same folds, their blend on out-of-fold predictions, repeated CV and group features."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import CPU_ENV, ROOT, TITANIC, run_kit
+
+from kit import blend, runs, runtime
+from kit.config import load_config
+from kit.cv import make_splits
+from kit.encoding import encode, fit_encoding
+from kit.errors import KitError
+from kit.tasks import get_task
+
+FAST = "learners=[gbdt,logreg] cv.folds=3 gbdt.max_iter=30"  # no network: seconds per run
+
+
+@pytest.fixture(scope="module")
+def weighted_run(tmp_path_factory):
+    """Titanic with fitted (not mean) blend weights over gbdt and logreg, trained and exported."""
+    tmp = tmp_path_factory.mktemp("weighted")
+    settings = f"{FAST} blend=weights"
+    train = run_kit("train", "--comp", "titanic", "--runs", str(tmp / "runs"), "--set", settings)
+    assert train.returncode == 0, train.stderr
+    export = run_kit("export", "--comp", "titanic", "--runs", str(tmp / "runs"), "--exports", str(tmp / "exports"),
+                     "--set", settings)
+    assert export.returncode == 0, export.stderr
+    return tmp, runs.find_run("titanic", None, tmp / "runs")
+
+
+def test_a_rows_own_label_never_reaches_its_group_features():
+    spec = load_config("titanic").features
+    frame = pd.DataFrame({"Family": ["a", "a", "a", "b", "c"], "Ticket": ["1", "1", "2", "2", "3"],
+                          "Age": [1.0] * 5, "Title": ["Mr"] * 5, "LogFarePerPerson": [1.0] * 5,
+                          "FamilySize": [1.0] * 5, **{c: ["x"] * 5 for c in spec.categorical if c != "Title"}})
+    y = np.array([1, 0, 1, 0, 1])
+    flipped = y.copy()
+    flipped[0] = 0
+    before = encode(frame, fit_encoding(frame, spec, y, 2), own=y)
+    after = encode(frame, fit_encoding(frame, spec, flipped, 2), own=flipped)
+    assert np.array_equal(before[0], after[0])  # row 0's own label changed: its features did not
+    assert not np.array_equal(before[1], after[1])  # its family members see it: the features are live
+    # FamilyRate, FamilyRate_known of row 1: its family's other rows, 0 and 2, both survived; then one of them
+    assert (before[1, 0], before[1, 1], after[1, 0], after[1, 1]) == (1.0, 2, 0.5, 2)
+
+
+def test_validation_group_features_ignore_validation_labels():
+    """Through the CV driver's own steps (splits, fit on the training part, features of the validation part): no
+    validation label, flipped, moves a validation row's features; a training label does."""
+    config = load_config("titanic")
+    task = get_task(config)
+    train = task.load("train")
+    part_idx, valid_idx = make_splits(config, train)[0]
+
+    def valid_features(y):
+        train.y = y
+        return task.features(train.subset(valid_idx), task.fit(train.subset(part_idx)), train=False)
+
+    y = train.y.copy()
+    base = valid_features(y.copy())
+    flipped = y.copy()
+    flipped[valid_idx] = 1 - flipped[valid_idx]
+    assert np.array_equal(valid_features(flipped), base)
+    families = train.data["Family"].to_numpy()
+    shared = [i for i in part_idx if families[i] in set(families[valid_idx])]
+    flipped = y.copy()
+    flipped[shared] = 1 - flipped[shared]
+    assert not np.array_equal(valid_features(flipped), base)
+
+
+def test_blend_weights_come_from_oof_predictions_and_its_cv_is_cross_fitted(weighted_run):
+    _, run_dir = weighted_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    oof = pd.read_csv(run_dir / "oof.csv")
+    probs = np.stack([oof[[f"{name}_prob_0", f"{name}_prob_1"]].to_numpy() for name in ("gbdt", "logreg")], 1)
+    y, fold = oof["target"].to_numpy(), oof["fold"].to_numpy()
+    assert metrics["blend"]["method"] == "weights"
+    assert np.allclose(list(metrics["blend"]["weights"].values()), blend.fit_weights(probs, y), atol=1e-6)
+    for k in range(3):  # each fold's served OOF rows: weights fitted on the other folds' rows only
+        rows = fold == k
+        w = blend.fit_weights(probs[~rows], y[~rows])
+        assert np.allclose(oof.loc[rows, ["prob_0", "prob_1"]].to_numpy(), blend.blended(probs[rows], w), atol=1e-5)
+    assert metrics["cv"]["oof"] == pytest.approx(float((oof["pred"] == oof["target"]).mean()))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_the_exported_graph_is_every_learner_of_every_fold_blended(weighted_run, backend):
+    """The export equals sum_l w_l * mean over folds of learner l's probabilities, computed from the checkpoints."""
+    tmp, run_dir = weighted_run
+    task = get_task(runs.run_config(run_dir))
+    weights = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
+    rows = pd.read_csv(TITANIC / "test.csv").head(7)
+    samples = task.load("test").subset(np.arange(7))
+    expected = 0
+    for saved, meta in runs.load_folds(run_dir):
+        x = torch.from_numpy(task.features(samples, meta["preprocessing"], train=False))
+        for name, state in saved.items():
+            with torch.no_grad():
+                expected = expected + weights[name] * runs.learners.rebuild(state)(x).numpy() / 3
+    got = runtime.load(tmp / "exports" / "titanic", backend=backend, trust_code=True).predict_proba(rows)
+    assert min(weights.values()) < 0.45 and np.abs(got - expected).max() <= 1e-4
+
+
+def test_repeated_cv_reproduces_exactly_and_repeats_differ(tmp_path):
+    def train(name):
+        result = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path / name), "--set", f"{FAST} cv.repeats=2")
+        assert result.returncode == 0, result.stderr
+        return runs.find_run("titanic", None, tmp_path / name)
+
+    a, b = train("a"), train("b")
+    assert (a / "oof.csv").read_bytes() == (b / "oof.csv").read_bytes()
+    folds = pd.read_csv(a / "folds.csv")
+    assert sorted(folds["fold"].unique()) == [0, 1, 2] and sorted(folds["fold_r1"].unique()) == [3, 4, 5]
+    assert (folds["fold"] != folds["fold_r1"] - 3).any()  # the second repeat is another split
+    metrics = json.loads((a / "metrics.json").read_text())
+    assert metrics["cv"]["repeats"] == 2 and len(metrics["folds"]) == 6 and metrics["cv"]["repeat_sd"] >= 0
+    compared = run_kit("compare", "--comp", "titanic", "--runs", str(tmp_path / "a"), a.name, str(b))
+    assert compared.returncode == 0 and "B - A: +0.0000" in compared.stdout and "within the noise" in compared.stdout
+
+
+def test_unknown_learners_and_missing_packages_give_one_clear_message(tmp_path):
+    unknown = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "learners=[net,xgboost]")
+    assert unknown.returncode == 2 and "expected one of 'net', 'gbdt', 'logreg'" in unknown.stderr
+    blocker = ("import importlib.abc, runpy, sys\n"
+               "class Block(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name == 'sklearn.ensemble': raise ImportError('No module named sklearn.ensemble')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "runpy.run_module('kit', run_name='__main__')\n")
+    missing = subprocess.run([sys.executable, "-c", blocker, "train", "--comp", "titanic", "--runs", str(tmp_path),
+                              "--set", FAST], cwd=ROOT, capture_output=True, text=True, env=CPU_ENV, timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "learner 'gbdt' needs sklearn.ensemble.HistGradientBoostingClassifier" in missing.stderr
+    assert "pip install" in missing.stderr and not list(tmp_path.rglob("config.yaml"))  # refused before any run
+
+
+def test_the_image_task_keeps_its_single_network():
+    assert load_config("food11").learners == ["net"]
+    with pytest.raises(KitError, match="an image competition trains its network only"):
+        load_config("food11", ["learners=[net,gbdt]"])

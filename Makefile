@@ -77,8 +77,12 @@ compare: setup  ## is run B better than run A beyond the noise? A=<run-id> B=<ru
 export: setup  ## TorchScript + ONNX of the run's fold ensemble -> exports/$(COMP)/, parity-checked
 	$(KIT) export $(ARGS) $(if $(RUN),--run $(RUN)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
 
+# --trust-code: a tabular export may carry its feature code (features.py, run only if its sha256 matches meta.json),
+# and the app runs it only when trusted. The exports in exports/ are written by this checkout's own `make export`, so
+# `make ui` trusts them; for exports made by someone else (EXPORTS=...), run `python -m ui.app` without the flag:
+# such an export's tab then says it needs the opt-in, and image exports (which never carry code) serve as usual.
 ui: setup  ## Gradio app over the exports, on http://127.0.0.1:$(PORT)
-	$(PY) -m ui.app --port $(PORT) --exports $(EXPORTS)
+	$(PY) -m ui.app --port $(PORT) --exports $(EXPORTS) --trust-code
 
 data: setup  ## download the competition data (Kaggle credentials), or print the manual steps
 	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))

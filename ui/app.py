@@ -1,27 +1,38 @@
-"""Gradio app over everything in exports/: drop images, get the fold ensemble's answer.
+"""Gradio app over everything in exports/: drop images, or fill a generated form, get the fold ensemble's answer.
 
-    python -m ui.app [--port 7860] [--exports exports]
+    python -m ui.app [--port 7860] [--exports exports] [--trust-code]
 
-It loads models only through kit.runtime (never the training code) and caches each loaded export.
+It loads models only through kit.runtime (never the training code) and caches each loaded export. Each tabular
+export gets a tab whose form is generated from the raw input contract in its meta.json (one input per column);
+a tabular export that carries feature code loads only with --trust-code, otherwise its tab shows why it cannot.
+Without --port the app takes the first free port from 7860 (or GRADIO_SERVER_PORT) and prints its address.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
+import math
+import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
+from gradio.data_classes import FileData, GradioRootModel, ListFiles
+from pydantic import ValidationError
 
 from kit import runtime
 from kit.errors import KitError
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"ONNX Runtime": "onnx", "TorchScript": "torchscript"}
+BACKEND_NAMES = {code: name for name, code in BACKENDS.items()}  # what a loaded Predictor's .backend is called here
 
 
 def find_exports(root: Path) -> tuple[dict[str, dict], list[str]]:
@@ -50,8 +61,139 @@ def about(meta: dict) -> str:
             f"{meta.get('folds', '?')} folds · TTA: {tta} · exported {meta.get('created', '?')}")
 
 
-def build(exports: Path = ROOT / "exports") -> gr.Blocks:
-    """The app; raises KitError when there is nothing to serve."""
+def loaded(predictor: runtime.Predictor) -> str:
+    """The backend and device a Predictor really runs on (not the ones asked for)."""
+    return f"{BACKEND_NAMES.get(predictor.backend, predictor.backend)}, {predictor.device}"
+
+
+# ---- the image list: one file or a path string where a list is expected gets an answer, not a server error ----
+
+@dataclass(frozen=True)
+class NotUploaded:
+    """An item of `files` that is not an uploaded file (e.g. a client's path string without handle_file)."""
+
+    what: str
+
+
+class AnyFiles(GradioRootModel):
+    """The raw `files` payload, whatever its shape; dropped_files sorts it out."""
+
+    root: Any
+
+
+def dropped_files(label: str) -> gr.File:
+    """gr.File(file_count="multiple") that takes one uploaded file as a one-item list, and passes anything that is
+    not an uploaded file on as NotUploaded (classify names it) instead of failing Gradio's validation with a server
+    error. Uploaded files still go through Gradio's upload-folder check; a path string is never opened.
+
+    Set on the instance: a gr.File subclass would make Gradio write a .pyi stub beside this file on import."""
+    files = gr.File(file_count="multiple", label=label)
+    files.data_model = AnyFiles  # Gradio validates the payload against this before preprocess
+    schema = ListFiles.model_json_schema()  # documented as what it is meant to take: a list of files
+    schema["additional_description"] = schema.pop("description", None)
+    files.api_info = lambda: schema
+
+    def preprocess(payload: AnyFiles | None) -> list[str | NotUploaded] | None:
+        items = payload.root if payload is not None else None
+        if items is None:
+            return None
+        out: list[str | NotUploaded] = []
+        for item in items if isinstance(items, list) else [items]:
+            try:
+                upload = FileData.model_validate(item, context={"validate_meta": True})
+            except (ValidationError, TypeError, ValueError):
+                out.append(NotUploaded(Path(item).name if isinstance(item, str) else type(item).__name__))
+            else:
+                out.append(files._process_single_file(upload))
+        return out
+
+    files.preprocess = preprocess
+    return files
+
+
+# ---- generated tabular forms ----
+
+def _identifiers(names: list[str], reserved: set[str]) -> list[str]:
+    """Column names as distinct Python identifiers (API parameter names): other characters become `_`."""
+    out: list[str] = []
+    for name in names:
+        ident = re.sub(r"\W", "_", name) or "column"
+        if ident[0].isdigit():
+            ident = f"c_{ident}"
+        base, n = ident, 1
+        while ident in reserved or ident in out:
+            ident, n = f"{base}_{n}", n + 1
+        out.append(ident)
+    return out
+
+
+def _number(value: float | None, integer: bool) -> str:
+    return "?" if value is None else str(int(value)) if integer else f"{value:g}"
+
+
+def field(column: dict) -> gr.components.Component:
+    """One form input for a column of meta.json["input"]["columns"]."""
+    name, default, missing = column["name"], column.get("default"), bool(column.get("missing"))
+    empty = "; empty = missing" + (", as in some training rows" if missing else "")
+    if column.get("type") == "number":
+        integer = bool(column.get("integer"))
+        seen = f"seen {_number(column.get('min'), integer)} to {_number(column.get('max'), integer)} in training"
+        value = None if default is None else int(default) if integer else default
+        return gr.Number(value, label=name, precision=0 if integer else None,
+                         info=f"{'integer, ' if integer else ''}{seen}, median {_number(default, integer)}{empty}")
+    if column.get("categories"):
+        choices: list[Any] = list(column["categories"])
+        if missing:
+            choices.append(("(missing)", ""))
+        return gr.Dropdown(choices, value=default, label=name,
+                           info=f"{len(column['categories'])} values seen in training"
+                                + ("; (missing) = missing" if missing else ""))
+    return gr.Textbox(default or "", label=name, info=f"free text, e.g. {default!r}{empty}")
+
+
+def _cell(value: Any) -> Any:
+    """A form value as a row value: empty inputs are missing values (None)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def tabular_endpoint(columns: list[dict], predict_row) -> Any:
+    """fn(<one parameter per column, in meta.json's order>, backend, device) -> (probabilities, status), with a
+    signature naming the columns, so that a gradio_client can pass the values by position or by name."""
+    names = [c["name"] for c in columns]
+
+    def predict(*values: Any):
+        *cells, backend, device = values
+        return predict_row({n: _cell(v) for n, v in zip(names, cells, strict=True)}, backend, device)
+
+    idents = _identifiers(names, reserved={"backend", "device"})
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter(i, kind, default=field_default(c)) for i, c in zip(idents, columns, strict=True)]
+    parameters += [inspect.Parameter("backend", kind, default="ONNX Runtime"),
+                   inspect.Parameter("device", kind, default="auto")]
+    predict.__signature__ = inspect.Signature(parameters)  # what Gradio documents and gradio_client fills in
+    return predict
+
+
+def field_default(column: dict) -> Any:
+    default = column.get("default")
+    if column.get("type") == "number" and column.get("integer") and default is not None:
+        return int(default)
+    return default
+
+
+def api_name(competition: str) -> str:
+    """The endpoint of a tabular export's form: predict_<competition, other characters as _>."""
+    return "predict_" + re.sub(r"\W", "_", competition)
+
+
+def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Blocks:
+    """The app; raises KitError when there is nothing to serve. `trust_code` lets tabular exports run the feature
+    code they carry (kit.runtime.load(..., trust_code=True)); without it such an export's tab says how to opt in."""
+    exports = Path(exports)
     metas, problems = find_exports(exports)
     for problem in problems:
         print(f"warning: skipping an export: {problem}", file=sys.stderr)
@@ -59,16 +201,19 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
         raise KitError(f"no usable exports in {exports}; train and export first: "
                        "make train COMP=food101-10 && make export COMP=food101-10")
     image_comps = [c for c, m in metas.items() if m["task"] == "image"]
-    tabular = next((c for c, m in metas.items() if m["task"] == "tabular"), None)
+    tabular_comps = [c for c, m in metas.items() if m["task"] == "tabular"]
 
     @functools.lru_cache(maxsize=8)
     def model(comp: str, backend: str, device: str) -> runtime.Predictor:
-        return runtime.load(exports / comp, backend=BACKENDS.get(backend, backend), device=device)
+        return runtime.load(exports / comp, backend=BACKENDS.get(backend, backend), device=device,
+                            trust_code=trust_code)
 
     # The API endpoint /classify takes these names; all but `files` have defaults, so a client may pass only files.
     def classify(files: list[str] | None, picture: str | None = None, competition: str = "",
                  backend: str = "ONNX Runtime", device: str = "auto", top_k: int = 5):
         """Top-k per image; unreadable files get a message, the rest are still classified."""
+        if isinstance(files, (str, NotUploaded)):  # called directly with one item
+            files = [files]
         files = [*(files or []), *([picture] if picture else [])]
         if not files:
             return [], {}, "Drop one or more images first."
@@ -76,9 +221,13 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
             predictor = model(competition or image_comps[0], backend, device)
         except KitError as exc:
             return [], {}, f"**Cannot load the export:** {exc}"
-        paths = [f if isinstance(f, str) else f.name for f in files]
         gallery, first, problems, ok = [], {}, [], []
-        for path in paths:
+        for item in files:
+            if isinstance(item, NotUploaded):
+                problems.append(f"- `{item.what}`: not an uploaded file; send files as a list of uploads, e.g. "
+                                "gradio_client's files=[handle_file(path)] (a path string is not read)")
+                continue
+            path = item if isinstance(item, str) else item.name
             try:
                 ok.append((path, predictor.prepare([path])[0]))
             except KitError as exc:
@@ -93,23 +242,39 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                 # The uploaded file itself: already in Gradio's cache, so concurrent requests never rewrite it.
                 gallery.append((path, f"{predictor.classes[best[0]]} {p[best[0]]:.0%}"))
                 first = first or label
-            status = f"{len(ok)} image(s) classified in {per_image_ms:.1f} ms each ({backend}, {predictor.device})."
+            status = f"{len(ok)} image(s) classified in {per_image_ms:.1f} ms each ({loaded(predictor)})."
         else:
             status = "No readable image."
         if problems:
             status += "\n\nSkipped:\n" + "\n".join(problems)
         return gallery, first, status
 
-    def survival(comp, pclass, sex, age, fare, sibsp, parch, embarked, title, cabin, backend, device):
-        surname_title = {"Mr": "Mr.", "Mrs": "Mrs.", "Miss": "Miss.", "Master": "Master.", "Rare": "Dr."}[title]
-        row = {"Pclass": int(pclass), "Name": f"Doe, {surname_title} Pat", "Sex": sex, "Age": age,
-               "SibSp": int(sibsp), "Parch": int(parch), "Ticket": "UI", "Fare": fare, "Cabin": cabin or None,
-               "Embarked": embarked}
+    def row_predictor(comp: str):
+        def predict_row(row: dict, backend: str, device: str):
+            try:
+                predictor = model(comp, backend, device)
+            except KitError as exc:
+                return {}, f"**Cannot load the export:** {exc}"
+            start = time.perf_counter()
+            try:
+                p = predictor.predict_proba(row)[0]
+            except KitError as exc:
+                return {}, f"**Cannot predict:** {exc}"
+            ms = (time.perf_counter() - start) * 1000
+            return ({c: float(v) for c, v in zip(predictor.classes, p, strict=True)},
+                    f"Answered in {ms:.1f} ms ({loaded(predictor)}).")
+        return predict_row
+
+    def load_problem(comp: str) -> str:
+        """Why this tabular export cannot serve (shown in its tab from the start), or ''."""
+        if not metas[comp]["input"].get("columns"):
+            return (f"**Cannot serve this export:** its meta.json lists no input columns (an older export); "
+                    f"re-run `make export COMP={comp}`")
         try:
-            p = model(comp, backend, device).predict_proba(row)[0]
+            model(comp, "ONNX Runtime", "auto")
         except KitError as exc:
-            return {}, f"**Error:** {exc}"
-        return {"survived": float(p[1]), "died": float(p[0])}, ""
+            return f"**Cannot load the export:** {exc}"
+        return ""
 
     with gr.Blocks(title="kit") as app:
         gr.Markdown("# kit · classify with the exported fold ensemble")
@@ -123,10 +288,10 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
                         # No file_types: Gradio would refuse a whole drop for one non-image file, before classify
                         # could skip just that file with its reason.
-                        files = gr.File(file_count="multiple", label="Drop images here")
+                        files = dropped_files("Drop images here")
                         with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
                             picture = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
-                                              label="Picture")
+                                               label="Picture")
                         button = gr.Button("Classify", variant="primary")
                     with gr.Column():
                         label = gr.Label(label="First image: top classes")
@@ -134,34 +299,31 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
                         status = gr.Markdown(label="status")
                         info = gr.Markdown(about(metas[image_comps[0]]))
                 comp.change(lambda c: about(metas[c]), comp, info, api_visibility="private")  # UI only, not an API
-                button.click(classify, [files, picture, comp, backend, device, top_k], [gallery, label, status],
-                             api_name="classify")
+                inputs, outputs = [files, picture, comp, backend, device, top_k], [gallery, label, status]
+                button.click(classify, inputs, outputs, api_name="classify")
+                # Classify on drop (and on an example, a webcam shot or clearing): no click needed. The same
+                # function as /classify, so not a second endpoint.
+                gr.on([files.change, picture.change], classify, inputs, outputs, api_visibility="private")
                 examples = sorted((ROOT / "competitions" / image_comps[0] / "data" / "test").glob("*.jpg"))[:4]
                 if examples:
                     gr.Examples([[[str(e)]] for e in examples], inputs=[files], label="Examples (shipped sample)")
-        if tabular:
-            with gr.Tab("Titanic"):
+        for comp_name in tabular_comps:
+            meta = metas[comp_name]
+            columns = meta["input"].get("columns") or []
+            problem = load_problem(comp_name)
+            with gr.Tab(comp_name):
                 with gr.Row():
                     with gr.Column():
-                        t_comp = gr.State(tabular)
-                        pclass = gr.Radio(["1", "2", "3"], value="3", label="Class")
-                        sex = gr.Radio(["female", "male"], value="male", label="Sex")
-                        title = gr.Dropdown(["Mr", "Mrs", "Miss", "Master", "Rare"], value="Mr", label="Title")
-                        age = gr.Number(30, label="Age")
-                        fare = gr.Number(8.05, label="Fare")
-                        sibsp = gr.Number(0, label="Siblings/spouses aboard", precision=0)
-                        parch = gr.Number(0, label="Parents/children aboard", precision=0)
-                        embarked = gr.Radio(["S", "C", "Q"], value="S", label="Embarked")
-                        cabin = gr.Textbox("", label="Cabin (optional)")
+                        fields = [field(c) for c in columns]
                         t_backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
                         t_device = gr.Radio(devices(), value="auto", label="Device")
                         t_button = gr.Button("Predict", variant="primary")
                     with gr.Column():
-                        t_label = gr.Label(label="Survival probability")
-                        t_status = gr.Markdown(label="status")
-                        gr.Markdown(about(metas[tabular]))
-                t_button.click(survival, [t_comp, pclass, sex, age, fare, sibsp, parch, embarked, title, cabin,
-                                          t_backend, t_device], [t_label, t_status], api_name="survival")
+                        t_label = gr.Label(label="Class probabilities", num_top_classes=len(meta["classes"]))
+                        t_status = gr.Markdown(problem, label="status")
+                        gr.Markdown(about(meta))
+                t_button.click(tabular_endpoint(columns, row_predictor(comp_name)), [*fields, t_backend, t_device],
+                               [t_label, t_status], api_name=api_name(comp_name))
         with gr.Tab("About"):
             gr.Markdown("\n\n".join(about(m) for m in metas.values()))
             gr.Code(json.dumps({c: {k: m.get(k) for k in ("classes", "input", "tta", "cv", "parity", "versions")}
@@ -169,18 +331,37 @@ def build(exports: Path = ROOT / "exports") -> gr.Blocks:
     return app.queue(default_concurrency_limit=2, max_size=64)
 
 
+def serve(app: gr.Blocks, port: int | None = None) -> str:
+    """Start `app` on 127.0.0.1 without blocking and return its address. Without `port`, Gradio takes the first
+    port from 7860 (or GRADIO_SERVER_PORT) on which its server really starts, so there is no pick-then-bind race."""
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=[str(ROOT / "competitions")])
+    return app.local_url
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Gradio app over the exported models")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=None,
+                   help="port on 127.0.0.1 (default: the first free one from 7860, or from GRADIO_SERVER_PORT)")
     p.add_argument("--exports", type=Path, default=ROOT / "exports")
+    p.add_argument("--trust-code", action="store_true",
+                   help="let tabular exports run the feature code they carry (features.py, checked against the "
+                        "sha256 in its meta.json); only for exports you made or trust")
     args = p.parse_args(argv)
     try:
-        app = build(args.exports)
+        app = build(args.exports, trust_code=args.trust_code)
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"kit app: http://127.0.0.1:{args.port}", flush=True)
-    app.launch(server_name="127.0.0.1", server_port=args.port, allowed_paths=[str(ROOT / "competitions")])
+    try:
+        url = serve(app, args.port)
+    except OSError as exc:
+        where = f"on port {args.port}" if args.port else "on a free port"
+        print(f"error: cannot serve {where} ({exc}); choose another port (make ui PORT=...), or leave --port out "
+              "to take the first free one from 7860", file=sys.stderr)
+        return 2
+    print(f"kit app: {url}", flush=True)
+    app.block_thread()  # until Ctrl-C
     return 0
 
 

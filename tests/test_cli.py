@@ -22,7 +22,7 @@ def test_train_writes_a_complete_run(titanic_run):
     run = runs / "titanic" / "latest"
     assert "CV accuracy" in result.stderr
     for name in ["config.yaml", "oof.csv", "metrics.json", "log.csv", "curves.png", "confusion.png",
-                 "fold0.pt", "fold0.json", "fold2.pt"]:
+                 "learners.png", "fold0.pt", "fold0.json", "fold2.pt"]:
         assert (run / name).is_file(), name
     assert any((run / "tensorboard").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
@@ -37,8 +37,9 @@ def test_checkpoints_load_with_weights_only(titanic_run):
     import torch
 
     run = titanic_run[0] / "titanic" / "latest"
-    state = torch.load(run / "fold0.pt", weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    learners = torch.load(run / "fold0.pt", weights_only=True)  # {learner: state_dict}
+    assert list(learners) == ["net", "gbdt", "logreg"]
+    assert all(isinstance(v, torch.Tensor) for state in learners.values() for v in state.values())
     assert "preprocessing" in json.loads((run / "fold0.json").read_text())
 
 

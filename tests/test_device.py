@@ -62,7 +62,7 @@ def test_nproc_check_lets_gpu_and_cpu_process_counts_through():
 @pytest.mark.skipif(not NO_ONNX_CUDA, reason="this onnxruntime has the CUDA provider")
 def test_onnx_on_cuda_without_the_provider_names_the_gpu_extra(titanic_export):
     with pytest.raises(KitError) as caught:
-        runtime.load(titanic_export / "exports" / "titanic", backend="onnx", device="cuda")
+        runtime.load(titanic_export / "exports" / "titanic", backend="onnx", device="cuda", trust_code=True)
     message = str(caught.value)
     assert "needs its CUDA provider" in message and "CPUExecutionProvider" in message
     assert "make setup GPU=1" in message and "onnxruntime-gpu" in message
@@ -71,7 +71,7 @@ def test_onnx_on_cuda_without_the_provider_names_the_gpu_extra(titanic_export):
 @pytest.mark.skipif(not NO_ONNX_CUDA, reason="this onnxruntime has the CUDA provider")
 def test_runtime_auto_picks_what_the_backend_can_use(titanic_export):
     folder = titanic_export / "exports" / "titanic"
-    assert runtime.load(folder, backend="onnx").device == "cpu"
+    assert runtime.load(folder, backend="onnx", trust_code=True).device == "cpu"
     with pytest.raises(KitError, match="device 'gpu' is not one of auto, cpu, cuda"):
         runtime.load(folder, backend="onnx", device="gpu")
 

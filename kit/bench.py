@@ -265,19 +265,14 @@ def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[s
 def ui_load(export_root: Path, competition: str, image: Path, clients: int = 4,
             requests: int = 8) -> list[tuple[str, str]]:
     """`clients` threads, each sending `requests` classify calls to the app on 127.0.0.1: rate, latency, errors."""
-    import socket
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client, handle_file
 
-    from ui.app import build
+    from ui.app import build, serve
 
     app = build(export_root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}/"
+    url = serve(app)  # Gradio picks the port its server really starts on
 
     def client_loop(_: int) -> tuple[list[float], int]:
         client = Client(url, verbose=False)

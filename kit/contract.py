@@ -93,10 +93,12 @@ def _numeric_column(values: pd.Series, name: str) -> dict:
 
 
 def _text_column(values: pd.Series, name: str) -> dict:
+    """A text column; its default is the most common value, or missing (None) when most training rows lack it."""
     counts = values.dropna().astype(str).value_counts()
     choices = sorted(counts.index.tolist()) if 0 < len(counts) <= CATEGORIES else None
+    usual = str(counts.index[0]) if len(counts) and values.notna().mean() >= 0.5 else None
     return {"name": name, "type": "text", "categories": choices, "missing": bool(values.isna().any()),
-            "default": str(counts.index[0]) if len(counts) else ""}
+            "default": usual}
 
 
 class TableInput:

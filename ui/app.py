@@ -148,7 +148,8 @@ def field(column: dict) -> gr.components.Component:
         return gr.Dropdown(choices, value=default, label=name,
                            info=f"{len(column['categories'])} values seen in training"
                                 + ("; (missing) = missing" if missing else ""))
-    return gr.Textbox(default or "", label=name, info=f"free text, e.g. {default!r}{empty}")
+    example = f", e.g. {default!r}" if default else ""
+    return gr.Textbox(default or "", label=name, info=f"free text{example}{empty}")
 
 
 def _cell(value: Any) -> Any:

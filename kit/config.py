@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,11 +36,11 @@ class FeaturesConfig:
     categorical: list[str] = field(default_factory=list)  # engineered columns: one-hot, vocabulary from the fold
     impute_by: dict[str, str] = field(default_factory=dict)  # numeric column -> group column for median imputation
     counts: dict[str, str] = field(default_factory=dict)  # new column -> key column whose frequency it counts
-
     # new column -> key column: the label shares of the *other* training-fold rows sharing the row's key (for
     # binary tasks the positive share; one column per class after the first) and how many such rows there are.
     # Fitted in each training fold; a row's own label never reaches its own features (kit/encoding.py).
     group_rates: dict[str, str] = field(default_factory=dict)
+
 
 @dataclass
 class ImageConfig:
@@ -94,10 +95,10 @@ class PredictConfig:
 class CVConfig:
     folds: int | Literal["given"] = 5  # "given": the data's train/valid split as a single fold
     seed: int = 42
-
     # Repeated CV: the k-fold split again with seeds seed, seed+1, ...; scores get mean ± sd over repeats, and
     # the test predictions average every repeat's folds. Compare recipes with `make compare` on such runs.
     repeats: int = 1
+
 
 @dataclass
 class ModelConfig:
@@ -109,7 +110,6 @@ class ModelConfig:
     freeze: list[str] = field(default_factory=list)  # modules kept at pretrained weights: [conv_stem, blocks.0]
 
 
-@dataclass
 @dataclass
 class GBDTConfig:
     """Learner `gbdt`: scikit-learn's HistGradientBoostingClassifier on the fold's encoded features."""
@@ -130,6 +130,7 @@ class LogRegConfig:
     max_iter: int = 1000
 
 
+@dataclass
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
@@ -172,7 +173,6 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
     # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, logreg: scikit-learn.
     learners: list[Literal["net", "gbdt", "logreg"]] = field(default_factory=lambda: ["net"])
@@ -180,6 +180,7 @@ class Config:
     blend: Literal["auto", "weights", "mean"] = "auto"
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
     logreg: LogRegConfig = field(default_factory=LogRegConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
     recipe: str = ""  # the recipe file laid over config.yaml (RECIPE=gpu: gpu.yaml), recorded in the run
@@ -236,11 +237,10 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = (), r
         _set_path(raw, key.strip(), parsed, item)
     config = build(Config, raw, where=where)
     check_ranges(config)
-    return config
     check_learners(config)
+    return config
 
 
-def _read_yaml(path: Path) -> dict:
 def check_learners(config: Config) -> None:
     """The learners list, repeats and the scikit-learn learners' settings."""
     if not config.learners or len(set(config.learners)) != len(config.learners):
@@ -262,6 +262,7 @@ def check_learners(config: Config) -> None:
         raise KitError("cv.repeats > 1 needs cv.folds as a number: the given split is the same every time")
 
 
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -281,43 +282,85 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+SEED_MAX = 2**31 - 1  # seeds feed NumPy (below 2**32) with the fold number added
+MAX_SIDE = 4096  # pixels: a larger decode cache would not fit any machine's memory
+MAX_WORKERS = 256  # processes
+
+
 def check_ranges(config: Config) -> None:
-    """Reject values of the right type but outside what makes sense."""
-    rules = [
-        *([("cv.folds", config.cv.folds, 2, "at least 2 (or 'given')")] if config.cv.folds != "given" else []),
-        ("image.size", config.image.size, 16, "at least 16"),
-        *([("image.test_size", config.image.test_size, 16, "at least 16 (or 0: the same as size)")]
-          if config.image.test_size else []),
-        *([("image.decode_workers", config.image.decode_workers, 1, "at least 1 (or 'auto')")]
-          if config.image.decode_workers != "auto" else []),
-        ("predict.batch_size", config.predict.batch_size, 0, "0 (auto) or more"),
-        ("train.mixup", config.train.mixup, 0, "0 (off) or more"),
-        ("train.cutmix", config.train.cutmix, 0, "0 (off) or more"),
-        ("train.epochs", config.train.epochs, 1, "at least 1"),
-        ("train.batch_size", config.train.batch_size, 1, "at least 1"),
-        ("train.patience", config.train.patience, 1, "at least 1"),
-        *([("train.num_workers", config.train.num_workers, 0, "0 or more (or 'auto')")]
-          if config.train.num_workers != "auto" else []),
-        ("train.min_epochs", config.train.min_epochs, 0, "0 or more"),
-        ("train.warmup_epochs", config.train.warmup_epochs, 0, "0 or more"),
-        ("train.grad_clip", config.train.grad_clip, 0, "0 (off) or more"),
-        ("train.weight_decay", config.train.weight_decay, 0, "0 or more"),
-    ]
-    for key, value, low, expected in rules:
-        if value < low:
+    """Reject values of the right type but outside what makes sense: every number must be finite and in its range
+    (the learners' settings are checked by check_learners)."""
+    for key, value, ok, expected in _range_rules(config):
+        if not ok(value):
             raise KitError(f"config key {key!r} is {value}; it must be {expected}")
-    if not config.train.lr > 0:
-        raise KitError(f"config key 'train.lr' is {config.train.lr}; it must be positive")
-    for key, value in (("train.label_smoothing", config.train.label_smoothing),
-                       ("model.dropout", config.model.dropout)):
-        if not 0 <= value < 1:
-            raise KitError(f"config key {key!r} is {value}; it must be in [0, 1)")
-    if not 0 < config.image.device_cache <= 1:
-        raise KitError(f"config key 'image.device_cache' is {config.image.device_cache}; it must be in (0, 1]")
     if not config.tta.views:
         raise KitError("tta.views is empty; list at least one view, e.g. [identity]")
     if len(set(config.classes)) != len(config.classes) or len(config.classes) < 2:
         raise KitError(f"classes {config.classes} must list at least two distinct names")
+
+
+def _range_rules(config: Config) -> list[tuple[str, Any, Any, str]]:
+    """(key, value, test, what the test wants) for every numeric key of the sections check_ranges covers."""
+    n, image, aug, model, train = _in_range, config.image, config.augment, config.model, config.train
+    rate = (lambda v: n(v, 0, 1), "from 0 to 1")
+    return [
+        ("cv.folds", config.cv.folds, lambda v: v == "given" or n(v, 2), "at least 2 (or 'given')"),
+        ("cv.seed", config.cv.seed, lambda v: n(v, 0, SEED_MAX), f"from 0 to {SEED_MAX}"),
+        ("image.size", image.size, lambda v: n(v, 16, MAX_SIDE), f"from 16 to {MAX_SIDE}"),
+        ("image.test_size", image.test_size, lambda v: v == 0 or n(v, 16, MAX_SIDE),
+         f"from 16 to {MAX_SIDE} (or 0: the same as size)"),
+        ("image.mean", image.mean, lambda v: v is None or _numbers(v, 3, 0, 1),
+         "three numbers from 0 to 1, one per RGB channel (or null: the model's own)"),
+        ("image.std", image.std, lambda v: v is None or _numbers(v, 3, 0, 1, low_open=True),
+         "three numbers above 0 and at most 1, one per RGB channel (or null: the model's own)"),
+        ("image.decode_workers", image.decode_workers, lambda v: v == "auto" or n(v, 1, MAX_WORKERS),
+         f"from 1 to {MAX_WORKERS} (or 'auto')"),
+        ("image.batch_size", image.batch_size, lambda v: n(v, 1), "at least 1"),
+        ("image.device_cache", image.device_cache, lambda v: n(v, 0, 1, low_open=True), "in (0, 1]"),
+        ("augment.scale", aug.scale, lambda v: _numbers(v, 2, 0, 1, low_open=True) and v[0] <= v[1],
+         "two numbers [min, max] with 0 < min <= max <= 1 (shares of the image area)"),
+        ("augment.ratio", aug.ratio, lambda v: _numbers(v, 2, 0.1, 10) and v[0] <= v[1],
+         "two numbers [min, max] with 0.1 <= min <= max <= 10 (crop width / height)"),
+        ("augment.hflip", aug.hflip, *rate),
+        ("augment.vflip", aug.vflip, *rate),
+        ("augment.rotate", aug.rotate, lambda v: n(v, 0, 180), "from 0 to 180 (degrees)"),
+        ("augment.color_jitter", aug.color_jitter, lambda v: n(v, 0, 1), "from 0 (off) to 1"),
+        ("augment.hue", aug.hue, lambda v: n(v, 0, 0.5), "from 0 (off) to 0.5 (turns of the colour circle)"),
+        ("tta.blend", config.tta.blend, *rate),
+        ("predict.batch_size", config.predict.batch_size, lambda v: n(v, 0), "0 (auto) or more"),
+        ("model.hidden", model.hidden, lambda v: all(n(h, 1) for h in v), "a list of layer widths of at least 1"),
+        ("model.dropout", model.dropout, lambda v: n(v, 0, 1, high_open=True), "in [0, 1)"),
+        ("model.drop_path", model.drop_path, lambda v: n(v, 0, 1, high_open=True), "in [0, 1)"),
+        ("train.epochs", train.epochs, lambda v: n(v, 1), "at least 1"),
+        ("train.batch_size", train.batch_size, lambda v: n(v, 2), "at least 2 (BatchNorm needs two samples a batch)"),
+        ("train.lr", train.lr, lambda v: n(v, 0, low_open=True), "a positive finite number"),
+        ("train.weight_decay", train.weight_decay, lambda v: n(v, 0), "a finite number, 0 or more"),
+        ("train.warmup_epochs", train.warmup_epochs, lambda v: n(v, 0), "a finite number of epochs, 0 or more"),
+        ("train.grad_clip", train.grad_clip, lambda v: n(v, 0), "a finite number, 0 (off) or more"),
+        ("train.label_smoothing", train.label_smoothing, lambda v: n(v, 0, 1, high_open=True), "in [0, 1)"),
+        ("train.mixup", train.mixup, lambda v: n(v, 0, 100), "from 0 (off) to 100 (Beta(alpha, alpha))"),
+        ("train.cutmix", train.cutmix, lambda v: n(v, 0, 100), "from 0 (off) to 100 (Beta(alpha, alpha))"),
+        ("train.patience", train.patience, lambda v: n(v, 1), "at least 1"),
+        ("train.min_epochs", train.min_epochs, lambda v: n(v, 0), "0 or more"),
+        ("train.min_delta", train.min_delta, lambda v: n(v, 0), "a finite number, 0 or more"),
+        ("train.seed", train.seed, lambda v: n(v, 0, SEED_MAX), f"from 0 to {SEED_MAX}"),
+        ("train.num_workers", train.num_workers, lambda v: v == "auto" or n(v, 0, MAX_WORKERS),
+         f"from 0 to {MAX_WORKERS} (or 'auto')"),
+    ]
+
+
+def _in_range(value: Any, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> bool:
+    """A finite number from `low` to `high` (an open end excluded); NaN and infinities never are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+
+
+def _numbers(values: Any, count: int, low: float, high: float, low_open: bool = False) -> bool:
+    return (isinstance(values, list) and len(values) == count
+            and all(_in_range(v, low, high, low_open=low_open) for v in values))
 
 
 def to_dict(config: Config) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +35,9 @@ from kit.mixing import mix_batch
 log = logging.getLogger(__name__)
 
 MIX, TORCH = 3, 4  # streams of derived seeds (kit/batches.py owns shuffling and augmentation)
+# Test-only: "fold 1:3" kills the process (SIGKILL) as soon as the checkpoint of fold 1's epoch 3 is on disk, so
+# tests interrupt a run at a known point instead of racing it ("3" alone: whichever fit reaches epoch 3 first).
+KILL_AFTER_EPOCH = "KIT_TEST_KILL_AFTER_EPOCH"
 
 
 @dataclass
@@ -201,6 +206,10 @@ def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Modul
         row = run_epoch(state, train, valid, criterion, cfg, seed, epoch, dist)
         if writer:
             writer.save(state.state_dict())
+        if _kill_point(desc, epoch):
+            if writer:
+                writer.wait()  # the checkpoint is on disk, as after any finished epoch of a real kill
+            os.kill(os.getpid(), signal.SIGKILL)
         bar.set_postfix(loss=f"{row['valid_loss']:.4f}", acc=f"{row['valid_accuracy']:.4f}")
         log_epoch(desc, cfg.epochs, row, valid_name)
         if on_epoch:
@@ -241,6 +250,15 @@ def run_epoch(state: TrainState, train, valid, criterion: nn.Module, cfg: TrainC
     row["best"] = state.stopper.best_epoch == epoch
     state.history.append(row)
     return row
+
+
+def _kill_point(desc: str, epoch: int) -> bool:
+    """True after the epoch that KIT_TEST_KILL_AFTER_EPOCH names ("fold 1:3" or "3"; tests only)."""
+    target = os.environ.get(KILL_AFTER_EPOCH)
+    if not target:
+        return False
+    where, _, number = target.rpartition(":")
+    return number.strip() == str(epoch) and where.strip() in ("", desc)
 
 
 def log_epoch(desc: str, epochs: int, row: dict, valid_name: str = "valid") -> None:

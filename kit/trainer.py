@@ -303,7 +303,30 @@ def _to_cpu(value):
 
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)  # through a Python file, so a full disk raises OSError
+        out = _WriteErrors(f)
+        try:
+            torch.save(state, out)  # through a Python file, so a full disk raises OSError
+        except RuntimeError:
+            if out.error:  # torch's zip writer turns a failed write into "unexpected pos": raise the cause
+                raise out.error from None
+            raise
+
+
+class _WriteErrors:
+    """A binary file that remembers the first OSError of its writes."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: Path) -> dict | None:

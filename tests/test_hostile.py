@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_image, write_food_dir
+from conftest import CPU_ENV, ROOT, make_image, write_food_dir
 from PIL import Image
 
 
@@ -95,6 +95,10 @@ def _titanic_predict(ctx: Ctx, column: str, value: str) -> list[str]:
             "--out", str(ctx.tmp / "submission.csv")]
 
 
+def _titanic_set(ctx: Ctx, setting: str) -> list[str]:
+    return ["train", "--comp", "titanic", "--runs", str(ctx.tmp / "runs"), "--set", setting]
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
@@ -111,14 +115,20 @@ CASES = {
         lambda c: _comp(c, "task: image\nclasses: [a, b]\ncv:\n  folds: 3\n   seed: 1\n"),
         "mycomp/config.yaml:5: invalid YAML", 2),
     "config not a mapping": (lambda c: _comp(c, "- just\n- a list\n"), "expected a mapping of sections", 2),
-    "wrong type": (lambda c: ["train", "--comp", "titanic", "--set", "train.epochs=many"],
+    "wrong type": (lambda c: _titanic_set(c, "train.epochs=many"),
                    "config key 'train.epochs' has value 'many'; expected an integer", 2),
-    "negative folds": (lambda c: ["train", "--comp", "titanic", "--set", "cv.folds=-3"],
-                       "'cv.folds' is -3; it must be at least 2", 2),
+    "negative folds": (lambda c: _titanic_set(c, "cv.folds=-3"), "'cv.folds' is -3; it must be at least 2", 2),
+    # Finite-looking but absurd: 1e999 is read as infinity (it once gave an OverflowError and a run folder).
+    "infinite warm-up": (lambda c: _titanic_set(c, "train.warmup_epochs=1e999"),
+                         "config key 'train.warmup_epochs' is inf; it must be a finite number", 2),
+    "NaN min_delta": (lambda c: _titanic_set(c, "train.min_delta=nan"),
+                      "config key 'train.min_delta' is nan; it must be a finite number, 0 or more", 2),
+    "TTA blend above 1": (lambda c: _titanic_set(c, "tta.blend=5"), "config key 'tta.blend' is 5.0; it must be", 2),
     "more folds than samples of a class": (
         lambda c: _train_images(c, write_food_dir(c.tmp / "food"), "cv.folds=7"),
         "cv.folds=7 needs at least 7 samples of every class, but the smallest class has 6", 2),
-    "unknown competition": (lambda c: ["train", "--comp", "titanik"], "unknown competition 'titanik'", 2),
+    "unknown competition": (lambda c: ["train", "--comp", "titanik", "--runs", str(c.tmp / "runs")],
+                            "unknown competition 'titanik'", 2),
     "data folder missing": (lambda c: _train_images(c, c.tmp / "nowhere"),
                             "nowhere (DATA).\nTo get the food11 data", 2),
     "data folder empty": (lambda c: _train_images(c, _mkdir(c.tmp / "empty")), "has no train/ folder", 2),
@@ -161,25 +171,33 @@ def ctx(tmp_path, image_export, titanic_export, titanic_train, titanic_test):
 
 def _run(args: list[str], preexec=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, preexec_fn=preexec)
+                          timeout=600, preexec_fn=preexec, env=CPU_ENV)
 
 
-def _no_partial_files(ctx: Ctx, expect_output: bool) -> None:
-    assert not [p for p in ctx.tmp.rglob("*") if p.name.endswith(".tmp")]
+def _no_partial_files(ctx: Ctx, args: list[str], expect_output: bool) -> None:
+    """Nothing half-written wherever the case could write: its --runs, --out and the caches of the shared runs
+    it predicts from; a refused training made no run folder."""
+    where = [Path(args[i + 1]) for i, arg in enumerate(args[:-1]) if arg in ("--runs", "--out", "--exports")]
+    assert where, f"{args} writes to the default folders, outside the test's view: give it --runs/--out"
+    assert all(ctx.tmp in p.parents or p.parent in (ctx.image_export[0], ctx.titanic_export) for p in where)
+    for folder in {ctx.tmp, ctx.image_export[0], ctx.titanic_export}:  # the shared runs also hold the image cache
+        assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")], folder
     assert (ctx.tmp / "submission.csv").exists() == expect_output
-    assert not (ctx.tmp / "runs").exists()  # refused before a run folder was made
+    if args[0] == "train":
+        assert not (ctx.tmp / "runs").exists()  # refused before a run folder was made
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_hostile_input_is_refused_clearly(ctx, case):
     build, message, code = CASES[case]
-    result = _run(build(ctx))
+    args = build(ctx)
+    result = _run(args)
     assert result.returncode == code, result.stderr[-2000:]
     assert message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     if code:
-        assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 1
-    _no_partial_files(ctx, expect_output=code == 0)
+        assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 1, result.stderr[-2000:]
+    _no_partial_files(ctx, args, expect_output=code == 0)
 
 
 def _file_size_limit(limit: int):
@@ -189,19 +207,37 @@ def _file_size_limit(limit: int):
     return apply
 
 
-def test_a_full_disk_stops_cleanly_and_the_run_can_resume(tmp_path):
-    """Writes past 16 KB fail (as on a full disk): the fold checkpoint cannot be written."""
+def test_a_full_disk_stops_cleanly_and_the_run_can_resume(tmp_path, titanic_train):
+    """Writes past 100 KB fail (as on a full disk) after fold 0 has finished: fold 1 trains on the rows whose port
+    names are all different, so its network is wider (~480 inputs) and its first resume checkpoint (~250 KB) does
+    not fit, while every file of fold 0 does. The resumed run keeps fold 0 as it is on disk, trains fold 1, and
+    ends with the uninterrupted run's oof.csv, byte for byte."""
+    from kit.cv import stratified_folds
+
+    frame = titanic_train.copy()
+    y = (frame["Survived"] == "1").to_numpy().astype(int)
+    _, fold0_rows = stratified_folds(y, 2, 42)[0]  # fold 0 validates them, so fold 1 trains on them
+    frame.loc[fold0_rows, "Embarked"] = [f"Port{i}" for i in range(len(fold0_rows))]
+    data = tmp_path / "train.csv"
+    frame.to_csv(data, index=False)
+    settings = ["--data", str(data), "--set", "cv.folds=2 cv.seed=42 train.epochs=2 learners=[net]"]
     runs = tmp_path / "runs"
-    args = ["train", "--comp", "titanic", "--runs", str(runs), "--set", "cv.folds=2 train.epochs=2"]
-    result = _run(args, preexec=_file_size_limit(16_000))
-    assert result.returncode == 2
+    args = ["train", "--comp", "titanic", "--runs", str(runs), *settings]
+    result = _run(args, preexec=_file_size_limit(100_000))
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "File too large" in result.stderr and "RESUME=" in result.stderr
     assert "Traceback" not in result.stderr
     run = runs / "titanic" / "latest"
-    assert (run / "config.yaml").is_file() and not list(run.glob(".*.tmp")) and not list(run.glob("*.pt"))
+    assert (run / "fold0.pt").is_file() and (run / "fold0.json").is_file(), "fold 0 finished before the disk filled"
+    assert not (run / "fold1.json").exists() and not list(run.glob(".*.tmp")) and not list(run.glob("fold1*"))
+    kept = (run / "fold0.pt").read_bytes()
     resumed = _run([*args, "--resume"])  # space freed: the same run goes on
-    assert resumed.returncode == 0, resumed.stderr
-    assert (run / "metrics.json").is_file()
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "fold 0: finished earlier, kept" in resumed.stderr
+    assert (run / "fold0.pt").read_bytes() == kept and (run / "metrics.json").is_file()
+    straight = _run(["train", "--comp", "titanic", "--runs", str(tmp_path / "straight"), *settings])
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert (run / "oof.csv").read_bytes() == (tmp_path / "straight" / "titanic" / "latest" / "oof.csv").read_bytes()
 
 
 def test_a_read_only_runs_folder_is_refused(tmp_path):

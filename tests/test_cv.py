@@ -1,11 +1,13 @@
+import re
+
 import numpy as np
 import pytest
 
 from kit.config import load_config
-from kit.cv import stratified_folds
+from kit.cv import cross_validate, stratified_folds
+from kit.encoding import encode, feature_names
 from kit.errors import KitError
 from kit.tasks import get_task
-from kit.tasks.tabular import encode, feature_names, fit_encoding
 
 
 def test_folds_are_stratified_disjoint_and_cover_every_row():
@@ -30,27 +32,41 @@ def test_too_many_folds_for_a_class_is_refused():
         stratified_folds(np.array([0] * 10 + [1] * 2), 3, seed=0)
 
 
-def test_fitted_preprocessing_never_sees_the_validation_fold():
-    config = load_config("titanic")
-    task = get_task(config)
-    train = task.load("train")
-    train_idx, valid_idx = stratified_folds(train.y, 5, seed=0)[0]
-    part = train.subset(train_idx)
-    state = task.fit(part)
+FOLDS = 2
+AGE = "977.25"  # an impossible age; the 40 rows that carry it outnumber the real "Rare" titles of any fold
 
-    # Poison the validation rows: a new title, absurd ages, a ticket shared by all of them.
-    poisoned = train.data.copy()
-    poisoned.loc[valid_idx, "Title"] = "Emperor"
-    poisoned.loc[valid_idx, "Age"] = 1000.0
-    poisoned.loc[valid_idx, "Ticket"] = "SHARED"
-    poisoned_part = poisoned.iloc[train_idx].reset_index(drop=True)
-    assert fit_encoding(poisoned_part, config.features) == state  # only training rows count
 
-    assert "Emperor" not in state["categorical"]["Title"]
-    ages = part.data["Age"]
-    assert state["numeric"]["Age"]["median"] == pytest.approx(ages.median())
-    mrs = part.data.loc[part.data["Title"] == "Mrs", "Age"]
-    assert state["numeric"]["Age"]["group_medians"]["Mrs"] == pytest.approx(mrs.median())
+def _markers(fold: int) -> list[str]:
+    """Text that only the marked rows of `fold` carry and a fitted preprocessing keeps verbatim: a ticket (counted
+    per ticket), a port (one-hot vocabulary) and a surname (family fates)."""
+    return [f'"MARKTICKET{fold}"', f'"Markport{fold}"', f"Markfamily{fold}-"]
+
+
+def test_fitted_preprocessing_never_sees_the_validation_fold(tmp_path, titanic_train):
+    """Through the CV driver: markers in the validation rows of each fold reach every other fold's fitted
+    preprocessing (those rows train there), never their own fold's. The fold JSON is searched as text, whatever
+    its layout."""
+    frame = titanic_train.copy()
+    y = (frame["Survived"] == "1").to_numpy().astype(int)
+    config = load_config("titanic", [f"cv.folds={FOLDS}", "cv.repeats=1", "train.epochs=1", "learners=[net]"])
+    for fold, (_, valid_idx) in enumerate(stratified_folds(y, FOLDS, config.cv.seed)):
+        rows = frame.index[valid_idx[:40]]
+        frame.loc[rows, "Ticket"] = f"MARKTICKET{fold}"
+        frame.loc[rows, "Embarked"] = f"Markport{fold}"
+        frame.loc[rows, "Name"] = f"Markfamily{fold}," + frame.loc[rows, "Name"].str.split(",", n=1).str[1]
+        if fold == 0:  # title "Emperor" (kit's "Rare" group), whose median age they set wherever they train
+            frame.loc[rows, ["Name", "Age"]] = ["Markfamily0, Emperor. Zed", AGE]
+    data = tmp_path / "train.csv"
+    frame.to_csv(data, index=False)
+
+    run = cross_validate(config, data, tmp_path / "runs")
+    age = re.compile(r"(?<![\d.])" + re.escape(AGE) + r"(?!\d)")
+    for fold in range(FOLDS):
+        text = (run / f"fold{fold}.json").read_text()
+        for other in range(FOLDS):
+            for marker in _markers(other):
+                assert (marker in text) == (other != fold), (fold, marker)
+        assert bool(age.search(text)) == (fold != 0), fold
 
 
 def test_encoding_imputes_by_group_and_ignores_unseen_categories():

@@ -90,23 +90,38 @@ def test_odd_but_valid_images_decode_to_rgb(tmp_path):
     assert decode(tmp_path / "tiny.png", 16).shape == (16, 16, 3)
 
 
-def test_large_jpegs_are_decoded_reduced(tmp_path):
+def test_large_jpegs_are_decoded_reduced(tmp_path, monkeypatch):
+    """decode() asks Pillow for a reduced JPEG decode (draft: DCT scaling), so a 4000x3000 photo is decoded at
+    500x375, never at full size. Pillow's own draft runs; the spy only records what kit asked and got."""
+    from PIL import JpegImagePlugin
+
     Image.fromarray(np.full((3000, 4000, 3), 90, np.uint8)).save(tmp_path / "big.jpg")
-    with Image.open(tmp_path / "big.jpg") as image:
-        image.draft("RGB", (64, 64))
-        assert image.size == (500, 375)  # what decode() asks for: DCT scaling, not a full decode
-    assert decode(tmp_path / "big.jpg", 64).shape == (64, 64, 3)
+    asked, real_draft = [], JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = real_draft(self, mode, size)
+        asked.append((mode, size, self.size))
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    decoded = decode(tmp_path / "big.jpg", 64)
+    assert asked == [("RGB", (64, 64), (500, 375))]  # the smallest scale (1/8) that keeps both sides >= 64
+    assert decoded.shape == (64, 64, 3) and np.abs(decoded.astype(int) - 90).max() <= 2
 
 
-@pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"])
-def test_unreadable_images_raise_a_reason(tmp_path, content):
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", r"^UnidentifiedImageError: cannot identify image file '.*bad\.jpg'$"),
+    (b"not an image at all", r"^UnidentifiedImageError: cannot identify image file '.*bad\.jpg'$"),
+    ("truncated", r"^OSError: .*[Tt]runcated"),
+], ids=["empty", "text", "truncated"])
+def test_unreadable_images_raise_a_reason(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
     if content == "truncated":
         make_image(1, 1, size=64).save(path, quality=95)
         path.write_bytes(path.read_bytes()[:300])
     else:
         path.write_bytes(content)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=reason):
         decode(path, 16)
 
 
@@ -250,11 +265,17 @@ def test_given_split_trains_one_fold_on_train_and_scores_valid(tmp_path, food_di
 
 
 def test_missing_food11_data_says_where_it_looked_and_how_to_get_it(tmp_path):
+    """The config's data folder, pointed into an empty temporary folder: a user's real Food-11 download in
+    competitions/food11/data is never trained on by the test suite."""
     from conftest import run_kit
 
-    result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / "runs"))
+    where = tmp_path / "empty" / "food11-data"
+    (tmp_path / "empty").mkdir()
+    result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / "runs"), "--set", f"data.train={where}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "no food11 data at" in result.stderr and "make data COMP=food11" in result.stderr
+    assert f"no food11 data at {where} (the config's default folder" in result.stderr
+    assert "make data COMP=food11" in result.stderr
+    assert not (tmp_path / "runs").exists() and not any((tmp_path / "empty").iterdir())
 
 
 def test_the_gpu_recipe_loads_and_trains_one_tiny_epoch_on_the_cpu(tmp_path, food_dir):

@@ -44,7 +44,10 @@ def test_validator_rejects_bad_submissions_and_writes_nothing(config, tmp_path, 
 
 
 def test_sorting_by_id_is_numeric_for_zero_padded_ids(config):
+    """Numeric order where text order differs ("10" < "100" < "9" as text), zero padding kept as written."""
     config.submission.sort_by_id = True
-    frame = make_submission(["0010", "0002", "0001"], np.eye(2)[[0, 1, 1]], config)
-    assert frame["PassengerId"].tolist() == ["0001", "0002", "0010"]
-    assert isinstance(frame, pd.DataFrame) and frame["Survived"].tolist() == [1, 1, 0]
+    frame = make_submission(["10", "9", "100", "0002"], np.eye(2)[[0, 1, 1, 0]], config)
+    assert frame["PassengerId"].tolist() == ["0002", "9", "10", "100"]
+    assert isinstance(frame, pd.DataFrame) and frame["Survived"].tolist() == [0, 1, 0, 1]
+    text_ids = make_submission(["b10", "a9", "b9"], np.eye(2)[[0, 1, 1]], config)  # not all numbers: text order
+    assert text_ids["PassengerId"].tolist() == ["a9", "b10", "b9"]

@@ -168,8 +168,8 @@ def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tu
         state = meta["preprocessing"]
         folds.append({name: _learner(task, name, weights, state) for name, weights in saved.items()})
         states.append(state)
-    weights = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
-    return task.ensemble(folds, states, list(weights.values())).to(device).eval(), states
+    blend = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
+    return task.ensemble(folds, states, list(blend.values())).to(device).eval(), states
 
 
 def _learner(task, name: str, weights: dict, state: dict) -> torch.nn.Module:
@@ -186,6 +186,9 @@ def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:
         raise KitError(f"{run_dir} is an unfinished training run; finish it with `make train "
                        f"COMP={comp_arg(run_config(run_dir))} RESUME={run_dir.name}` (same DATA and SET as it "
                        "was started with), or choose a finished run with RUN=<run-id>")
+    if "blend" not in json.loads((run_dir / "metrics.json").read_text()):
+        raise KitError(f"{run_dir} was trained by an older kit, before fold checkpoints held several learners; "
+                       f"train it again with `make train COMP={comp_arg(run_config(run_dir))}`")
     metas = sorted(run_dir.glob("fold[0-9]*.json"), key=lambda p: int(p.stem[4:]))
     folds = []
     for meta_path in metas:

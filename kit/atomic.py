@@ -44,3 +44,35 @@ def _create_temp(path: Path) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def save_torch(obj: object, path: str | os.PathLike) -> None:
+    """torch.save(obj) to `path` atomically; a full disk raises its OSError (torch's zip writer would report
+    "unexpected pos" instead of the write that failed)."""
+    import torch  # here, not at the top: kit.runtime uses this module without torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        out = _WriteErrors(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:
+            if out.error:
+                raise out.error from None
+            raise
+
+
+class _WriteErrors:
+    """A binary file that remembers the first OSError of its writes."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()

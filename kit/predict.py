@@ -128,7 +128,7 @@ def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test
     step = PASS_IMAGES["cuda" if predictor.device == "cuda" else "cpu"] * 8
     chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
     probs = np.concatenate([predictor.predict_proba(chunk) for chunk in
-                            tqdm(chunks, desc=f"predict ({backend})", unit=" batches", mininterval=1.0)])
+                            tqdm(chunks, desc=f"predict ({backend})", unit=" batches", mininterval=1.0, disable=None)])
     frame = make_submission(ids, probs, config)
     run_dir = Path(predictor.meta.get("run", "."))
     path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", ids, config)

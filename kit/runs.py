@@ -137,9 +137,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
 def save_fold(run_dir: Path, fold: int, learners: dict[str, torch.nn.Module], meta: dict, oof: np.ndarray) -> None:
     """A finished fold: each learner's weights, its validation rows' probabilities per learner, then the JSON that
     marks it done."""
-    with atomic.atomic_path(run_dir / f"fold{fold}.pt") as tmp, open(tmp, "wb") as f:
-        # through a Python file, so a full disk raises OSError
-        torch.save({name: module.state_dict() for name, module in learners.items()}, f)
+    atomic.save_torch({name: module.state_dict() for name, module in learners.items()}, run_dir / f"fold{fold}.pt")
     with atomic.atomic_path(run_dir / f"fold{fold}.oof.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, oof)
     atomic.write_text(run_dir / f"fold{fold}.json", json.dumps(meta, indent=1))

@@ -277,7 +277,7 @@ class CheckpointWriter:
     def save(self, state: dict) -> None:
         self.wait()
         snapshot = _to_cpu(state)  # a copy now: training goes on changing the tensors in place
-        self.pending = self.pool.submit(save_checkpoint, self.path, snapshot)
+        self.pending = self.pool.submit(atomic.save_torch, snapshot, self.path)
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -299,34 +299,6 @@ def _to_cpu(value):
     if isinstance(value, list):
         return [_to_cpu(v) for v in value]
     return copy.deepcopy(value)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
-        out = _WriteErrors(f)
-        try:
-            torch.save(state, out)  # through a Python file, so a full disk raises OSError
-        except RuntimeError:
-            if out.error:  # torch's zip writer turns a failed write into "unexpected pos": raise the cause
-                raise out.error from None
-            raise
-
-
-class _WriteErrors:
-    """A binary file that remembers the first OSError of its writes."""
-
-    def __init__(self, file):
-        self.file, self.error = file, None
-
-    def write(self, data) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as exc:
-            self.error = self.error or exc
-            raise
-
-    def flush(self) -> None:
-        self.file.flush()
 
 
 def load_checkpoint(path: Path) -> dict | None:

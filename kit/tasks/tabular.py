@@ -3,7 +3,6 @@ learners on it: the MLP (trained by the shared loop), gradient-boosted trees, lo
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,6 @@ from kit.ensemble import Blend, FoldEnsemble
 from kit.errors import KitError
 from kit.models import MLP
 from kit.tasks import Samples
-
-log = logging.getLogger(__name__)
 
 
 class TabularTask:

@@ -189,7 +189,7 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     notes = [f"best epoch {row['best_epoch']} of {row['epochs_run']}, {epoch_name} accuracy "
              f"{row['best_epoch_valid_accuracy']:.4f}"] if "best_epoch" in row else []
     if len(scores) > 1:
-        notes.append("mean of " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()))
+        notes.append("learners " + ", ".join(f"{n} {v:.4f}" for n, v in scores.items()) + "; scored: their mean")
     log.info("fold %d: %s accuracy %.4f%s", fold, fold_name, row["accuracy"], f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -243,7 +243,8 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
             log.info("  %-7s CV accuracy %.4f ± %.4f; blend minus it: %+.4f ± %.4f (sd over folds)", name,
                      score["mean"], score["std"], score["blend_minus"]["mean"], score["blend_minus"]["sd"])
         log.info("  blend: %s, weights %s (cross-fitted log-loss gain of fitted weights over the mean %+.4f, "
-                 "2 s.e. %.4f)", summary["blend"]["method"], summary["blend"]["weights"],
+                 "2 s.e. %.4f)", summary["blend"]["method"],
+                 {name: round(w, 3) for name, w in summary["blend"]["weights"].items()},
                  summary["blend"]["evidence"]["mean"], summary["blend"]["evidence"]["two_se"])
 
 

@@ -177,7 +177,7 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     fitted = {name: fitted[name] for name in config.learners}  # the config's order: the order of the blend
     if not dist.main:
         return
-    oof_model = task.ensemble([fitted], [state], None).eval()
+    oof_model = task.ensemble([fitted], [state], None).to(dist.device).eval()  # sklearn learners were fit on the CPU
     probs = ensemble_probs(oof_model, task.batches(valid, [state]), len(valid), dist.device, desc=f"fold {fold} OOF")
     probs = probs.numpy()  # [rows, learners, classes]
     scores = {name: float((probs[:, i].argmax(1) == valid.y).mean()) for i, name in enumerate(fitted)}

@@ -36,7 +36,7 @@ endif
 PORT    ?= 7860
 EXPORTS ?= exports
 
-.PHONY: setup train predict compare export ui data bench test lint clean help
+.PHONY: setup new train predict compare export ui data bench test lint clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -64,6 +64,22 @@ $(VENV)/.onnxruntime-gpu: $(VENV)/.installed
 	touch $@
 
 setup: $(VENV)/.installed $(if $(GPU),$(VENV)/.onnxruntime-gpu)  ## create .venv and install kit (GPU=1: ONNX on CUDA)
+
+# make new: COMP names the folder to create, so it must be given (the titanic default would be wrong here).
+ifneq ($(filter new,$(MAKECMDGOALS)),)
+ifeq ($(filter command line environment,$(origin COMP)),)
+$(error make new needs COMP=<name>, the competition folder to create: make new COMP=bikes DATA=~/kaggle/bikes)
+endif
+ifeq ($(DATA),)
+$(error make new needs DATA=<folder> holding train.csv and test.csv: make new COMP=$(COMP) DATA=~/kaggle/$(COMP))
+endif
+endif
+
+NEW_ARGS = $(strip --comp $(COMP) --data "$(DATA)" $(if $(METRIC),--metric "$(METRIC)") \
+	$(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") $(if $(filter 1,$(FORCE)),--force))
+
+new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, FORCE=1)
+	$(KIT) new $(NEW_ARGS)
 
 train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
 	$(KIT) train $(ARGS) $(TRAIN_ARGS)

@@ -70,6 +70,14 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--rounds", type=int, default=2, help="interleaved measuring rounds; the best counts")
     bench.add_argument("--threads", type=int, help="threads for the export section (default: the CPUs available)")
     bench.add_argument("--exports", type=Path, default=Path("exports"), help="folder holding exports")
+    new = sub.add_parser("new", help="write competitions/NAME/config.yaml from a folder with train.csv and test.csv")
+    new.add_argument("--comp", required=True, help="name of the competition folder to create")
+    new.add_argument("--data", required=True, help="folder holding train.csv, test.csv (and a sample submission)")
+    new.add_argument("--metric", help="the competition's metric (default: the usual one for the target type)")
+    new.add_argument("--target", help="the target column (default: inferred)")
+    new.add_argument("--id", dest="id_column", help="the id column (default: inferred)")
+    new.add_argument("--force", action="store_true", help="rewrite an existing config.yaml")
+    new.add_argument("--competitions", type=Path, help="folder holding the competitions (default: competitions/)")
     return p
 
 
@@ -95,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from kit.config import load_config
 
+    if args.command == "new":  # before load_config: the competition does not exist yet
+        from kit.config import COMPETITIONS_DIR
+        from kit.scaffold import new_competition
+
+        print(new_competition(args.comp, args.data, args.competitions or COMPETITIONS_DIR, args.metric, args.target,
+                              args.id_column, args.force).summary())
+        return 0
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
     config = load_config(args.comp, overrides, args.recipe)

@@ -102,6 +102,31 @@ class _EpochSampler:
         return len(self.owner.order())
 
 
+class TensorBatches:
+    """Table rows already in memory as tensors on the training device: a batch is one indexing of them, in the order
+    `epoch_order` deals (the same batches a DataLoader over the rows would give, without a Python call per row)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, shuffle: bool,
+                 dist: Dist = SINGLE):
+        self.x, self.y, self.device = x.to(device), y.to(device), device
+        self.batch_size, self.shuffle, self.dist = batch_size, shuffle, dist
+        self.seed, self.epoch = 0, 0
+
+    def set_epoch(self, seed: int, epoch: int) -> None:
+        self.seed, self.epoch = seed, epoch
+
+    def _order(self) -> list[np.ndarray]:
+        return epoch_order(len(self.y), self.batch_size, self.seed, self.epoch, self.shuffle, self.dist)
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self._order():
+            index = torch.from_numpy(batch).to(self.device)
+            yield self.x[index], self.y[index]
+
+
 class DeviceImages:
     """The uint8 NHWC images of a fold on the training device when they fit in `share` of its free memory,
     else in pinned host memory, copied a whole batch at a time; augmented (or resized) per batch there."""

@@ -86,11 +86,11 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
     kit = task.loader(samples, state_pre, train=True, device=device)
     state = TrainState(model, cfg, len(kit))
     transform = augmentation(config.augment, crop)
-    naive = DatasetBatches(NaiveImages(paths, list(samples.y), state_pre["size"], transform), cfg.batch_size,
+    naive = DatasetBatches(NaiveImages(paths, list(samples.y), state_pre["size"], transform), cfg.batch_for(),
                            device, shuffle=True, workers=loader_workers(cfg.num_workers, device))
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand(cfg.batch_size, crop, crop, 3, generator=g) * 255).to(device)
-    y = torch.randint(0, len(config.classes), (cfg.batch_size,), generator=g).to(device)
+    x = (torch.rand(cfg.batch_for(), crop, crop, 3, generator=g) * 255).to(device)
+    y = torch.randint(0, len(config.classes), (cfg.batch_for(),), generator=g).to(device)
     pipelines = {"ceiling": SyntheticBatches(x, y, len(kit)), "kit": kit, "naive": naive}
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     epochs, min_seconds = [0], 2.0 if device.type == "cuda" else 0.0
@@ -103,14 +103,14 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
     backend = augment_backend(config.augment.backend, device)
     alone = augmentation_rates(config, samples, crop, device)
     rows = [
-        ("training", f"{config.model.name} {crop}px batch {cfg.batch_size}, freeze {config.model.freeze or 'none'}, "
+        ("training", f"{config.model.name} {crop}px batch {cfg.batch_for()}, freeze {config.model.freeze or 'none'}, "
                      f"amp {state.amp_dtype or 'fp32'}, best of {rounds} interleaved rounds"),
         ("  model-only ceiling", f"{best['ceiling']:.1f} images/s (synthetic batch already on the device)"),
         ("  kit pipeline", f"{best['kit']:.1f} images/s ({best['kit'] / best['ceiling']:.2f}x ceiling; "
                            f"augment.backend {backend}, rounds {' '.join(f'{v:.1f}' for v in rates['kit'])})"),
         ("  naive PIL loader", f"{best['naive']:.1f} images/s ({best['naive'] / best['ceiling']:.2f}x ceiling)"),
-        ("  augmentation alone", f"albumentations {alone['albumentations']:.0f} images/s (one CPU process), "
-                                 f"tensor {alone['tensor']:.0f} images/s (batches of {cfg.batch_size}, {device.type})"),
+        ("  augmentation alone", f"albumentations {alone['albumentations']:.0f} images/s (one CPU process), tensor "
+                                 f"{alone['tensor']:.0f} images/s (batches of {cfg.batch_for()}, {device.type})"),
     ]
     return rows, best["kit"] / best["ceiling"]
 
@@ -118,7 +118,7 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
 def augmentation_rates(config: Config, samples: Samples, crop: int, device: torch.device) -> dict[str, float]:
     """Images/s of the augmentation alone, each backend twice in alternation, best kept: albumentations one sample
     at a time in this process, the tensor code a training batch at a time on `device`."""
-    transform, batch = augmentation(config.augment, crop), config.train.batch_size
+    transform, batch = augmentation(config.augment, crop), config.train.batch_for()
     images = torch.from_numpy(samples.data).to(device)
     index = torch.arange(len(images), device=device)
 
@@ -194,7 +194,7 @@ def image_pipeline(config: Config, data: Path | None, limit: int | None, device_
     torch.backends.cudnn.benchmark = not config.train.deterministic  # as kit.cv trains
     root = Path(data) if data else config.path(config.data.train)
     paths, labels, _ = list_labelled(split_folders(root)["train"], config.classes)
-    batch = config.train.batch_size
+    batch = config.train.batch_for()
     limit = limit or max(320, 3 * batch)  # at least three training steps
     paths, labels = paths[:limit], labels[:limit]
     if len(paths) < 3 * batch:

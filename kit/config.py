@@ -22,18 +22,34 @@ COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 class DataConfig:
     train: str = "data/train.csv"  # tabular: a CSV; image: a folder with train/ (+ valid/). Relative to the comp.
     test: str = "data/test.csv"  # tabular: a CSV; image: a folder of unlabeled images
-    id: str = "id"
-    target: str = "target"
+    id: str = "id"  # tabular: the id column of both files
+    sample: str | None = None  # the competition's sample_submission.csv: submission.csv takes its header and ids
     kaggle: str | None = None  # Kaggle competition slug that `make data` downloads
 
 
 @dataclass
+class TargetConfig:
+    """What to predict: the training file's target column and its type."""
+
+    column: str = "target"  # tabular: the target column of train.csv (image labels come from the file names)
+    # auto: image -> binary or multiclass by the number of classes; tabular -> regression for numbers with more
+    # than 20 distinct values, else binary (2 values) or multiclass (the rule is logged)
+    type: Literal["auto", "binary", "multiclass", "regression"] = "auto"
+    # regression: the learners fit transform(y) and predictions are inverted; auto is log1p for rmsle, else none
+    transform: Literal["auto", "none", "log1p"] = "auto"
+
+
+@dataclass
 class FeaturesConfig:
+    """Listed columns (raw_numeric / raw_text given, as Titanic does) or, when none are listed, every column's kind
+    inferred on each training fold (kit/columns.py); then numeric / categorical / drop only force kinds."""
+
     code: str | None = None  # file in the competition folder defining engineer(df) -> df (row-wise, label-free)
     raw_numeric: list[str] = field(default_factory=list)  # required input columns parsed as numbers
     raw_text: list[str] = field(default_factory=list)  # required input columns kept as text
     numeric: list[str] = field(default_factory=list)  # engineered columns: imputed, standardised
     categorical: list[str] = field(default_factory=list)  # engineered columns: one-hot, vocabulary from the fold
+    drop: list[str] = field(default_factory=list)  # columns left out (inferred kinds only)
     impute_by: dict[str, str] = field(default_factory=dict)  # numeric column -> group column for median imputation
     counts: dict[str, str] = field(default_factory=dict)  # new column -> key column whose frequency it counts
     # new column -> key column: the label shares of the *other* training-fold rows sharing the row's key (for
@@ -95,6 +111,8 @@ class PredictConfig:
 class CVConfig:
     folds: int | Literal["given"] = 5  # "given": the data's train/valid split as a single fold
     seed: int = 42
+    groups: str | None = None  # a column: rows sharing its value stay in one fold (stratified where possible)
+    time: str | None = None  # a column to order by: each fold trains on the past and validates on the next block
     # Repeated CV: the k-fold split again with seeds seed, seed+1, ...; scores get mean ± sd over repeats, and
     # the test predictions average every repeat's folds. Compare recipes with `make compare` on such runs.
     repeats: int = 1
@@ -112,10 +130,13 @@ class ModelConfig:
 
 @dataclass
 class GBDTConfig:
-    """Learner `gbdt`: scikit-learn's HistGradientBoostingClassifier on the fold's encoded features."""
+    """Learner `gbdt`: scikit-learn's HistGradientBoosting (classifier or regressor) on the fold's features."""
 
     learning_rate: float = 0.05
-    max_iter: int = 200  # boosting rounds (fixed: no inner early stopping, so every fold fits the same way)
+    max_iter: int = 1000  # boosting rounds (the most, with early stopping)
+    # Stop when 10% of the fold's training part, held out, has not improved for 20 rounds. auto: on from 10,000
+    # training rows (below, a fixed max_iter fits every fold the same way)
+    early_stopping: bool | Literal["auto"] = "auto"
     max_leaf_nodes: int = 15
     max_depth: int = 0  # 0: unlimited (max_leaf_nodes bounds the trees)
     min_samples_leaf: int = 20
@@ -123,17 +144,20 @@ class GBDTConfig:
 
 
 @dataclass
-class LogRegConfig:
-    """Learner `logreg`: scikit-learn's L2-regularised LogisticRegression on the fold's encoded features."""
+class LinearConfig:
+    """Learner `linear`: L2-regularised LogisticRegression (classes) or RidgeCV (values) on the encoded features."""
 
-    C: float = 1.0  # inverse regularisation strength: smaller is stronger
+    C: float = 1.0  # classification: inverse regularisation strength (smaller is stronger); regression: RidgeCV
+    # picks its own strength by leave-one-out on the fold
     max_iter: int = 1000
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 64
+    # 0: auto, sized to the rows for tables (rows / 50 as a power of two, from 32 to 4096: a 1M-row table takes
+    # ~250 steps an epoch, not 15,000), 64 for images
+    batch_size: int = 0
     lr: float = 3e-3
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
@@ -143,7 +167,7 @@ class TrainConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix (images); 0 disables; with both, each batch picks one
     class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced data)
     amp: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
-    monitor: Literal["accuracy", "loss"] = "accuracy"
+    monitor: Literal["metric", "loss"] = "metric"  # early stopping on the competition's metric or the loss
     patience: int = 5  # epochs without improvement before stopping
     min_epochs: int = 0  # patience starts counting only after this many epochs (let a decaying schedule finish)
     min_delta: float = 0.0  # smallest change of the monitored value that counts as improvement
@@ -152,11 +176,19 @@ class TrainConfig:
     num_workers: int | Literal["auto"] = "auto"  # DataLoader processes; auto: see kit/trainer.py loader_workers
     compile: bool = False  # torch.compile the model for training (CUDA: faster steps after a compile per fold)
 
+    def batch_for(self, rows: int | None = None) -> int:
+        """The training batch: batch_size, or for 0 (auto) one sized to `rows` (tables) or 64 (images: None)."""
+        if self.batch_size:
+            return self.batch_size
+        if rows is None:
+            return 64
+        return int(min(4096, max(32, 2 ** round(math.log2(max(rows, 1) / 50)))))
+
 
 @dataclass
 class SubmissionConfig:
-    id_column: str = "id"
-    target_column: str = "target"
+    id_column: str = ""  # "": data.id (tabular); with data.sample, the sample's header wins
+    target_column: str = ""  # "": target.column (tabular)
     sort_by_id: bool = False  # False keeps the test file's order
 
 
@@ -164,7 +196,11 @@ class SubmissionConfig:
 class Config:
     competition: str
     task: Literal["tabular", "image"]
-    classes: list[str]
+    # Label order = output order. Image: required. Tabular classification: [] takes the sorted training labels
+    # (binary: the last is the positive class); regression: none
+    classes: list[str] = field(default_factory=list)
+    metric: str = "accuracy"  # the competition's metric (kit/metrics.py), or a .py file in the competition folder
+    target: TargetConfig = field(default_factory=TargetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -175,11 +211,11 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
     # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, logreg: scikit-learn.
-    learners: list[Literal["net", "gbdt", "logreg"]] = field(default_factory=lambda: ["net"])
+    learners: list[Literal["net", "gbdt", "linear"]] = field(default_factory=lambda: ["net"])
     # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
     blend: Literal["auto", "weights", "mean"] = "auto"
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
-    logreg: LogRegConfig = field(default_factory=LogRegConfig)
+    linear: LinearConfig = field(default_factory=LinearConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
@@ -238,23 +274,24 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = (), r
     config = build(Config, raw, where=where)
     check_ranges(config)
     check_learners(config)
+    check_target(config)
     return config
 
 
 def check_learners(config: Config) -> None:
     """The learners list, repeats and the scikit-learn learners' settings."""
     if not config.learners or len(set(config.learners)) != len(config.learners):
-        raise KitError(f"config key 'learners' is {config.learners}; list each learner once, e.g. [net, gbdt, logreg]")
+        raise KitError(f"config key 'learners' is {config.learners}; list each learner once, e.g. [net, gbdt, linear]")
     if config.task == "image" and config.learners != ["net"]:
         raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network only: "
-                       "learners: [net] (gbdt and logreg are tabular learners)")
+                       "learners: [net] (gbdt and linear are tabular learners)")
     g = config.gbdt
     rules = [("cv.repeats", config.cv.repeats, 1, 100), ("gbdt.max_iter", g.max_iter, 1, 100_000),
              ("gbdt.max_leaf_nodes", g.max_leaf_nodes, 2, 100_000), ("gbdt.max_depth", g.max_depth, 0, 1_000),
              ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
              ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
              ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
-             ("logreg.C", config.logreg.C, 1e-9, 1e9), ("logreg.max_iter", config.logreg.max_iter, 1, 1_000_000)]
+             ("linear.C", config.linear.C, 1e-9, 1e9), ("linear.max_iter", config.linear.max_iter, 1, 1_000_000)]
     for key, value, low, high in rules:
         if not low <= value <= high:  # also refuses NaN
             raise KitError(f"config key {key!r} is {value}; it must be in [{low:g}, {high:g}]")
@@ -295,8 +332,38 @@ def check_ranges(config: Config) -> None:
             raise KitError(f"config key {key!r} is {value}; it must be {expected}")
     if not config.tta.views:
         raise KitError("tta.views is empty; list at least one view, e.g. [identity]")
-    if len(set(config.classes)) != len(config.classes) or len(config.classes) < 2:
+    if len(set(config.classes)) != len(config.classes) or len(config.classes) == 1 or (
+            config.task == "image" and not config.classes):
         raise KitError(f"classes {config.classes} must list at least two distinct names")
+
+
+def check_target(config: Config) -> None:
+    """The target type, metric and CV options fit together (refused before any run folder exists)."""
+    from kit.metrics import get_metric
+
+    kind, cv = config.target.type, config.cv
+    if config.task == "image" and kind == "regression":
+        raise KitError("target.type regression is for tabular competitions; an image competition predicts classes")
+    if kind == "regression" and config.classes:
+        raise KitError(f"target.type is regression but classes lists {config.classes}; remove classes")
+    if kind == "binary" and len(config.classes) not in (0, 2):
+        raise KitError(f"target.type is binary but classes lists {len(config.classes)} names; list two")
+    if kind != "auto" or config.task == "image":
+        get_metric(config.metric, resolved_type(config), config.root)
+    if config.task == "image" and (cv.groups or cv.time):
+        raise KitError("cv.groups and cv.time need table columns; an image competition uses stratified folds")
+    if cv.groups and cv.time:
+        raise KitError("set cv.groups or cv.time, not both")
+    if cv.time and (cv.repeats > 1 or cv.folds == "given"):
+        raise KitError("cv.time makes one split (the past, then the next block): use cv.repeats=1 and a number of "
+                       "folds")
+
+
+def resolved_type(config: Config) -> str:
+    """The target type, where the config alone settles it (image competitions, or a type that is not auto)."""
+    if config.target.type != "auto" or config.task != "image":
+        return config.target.type
+    return "binary" if len(config.classes) == 2 else "multiclass"
 
 
 def _range_rules(config: Config) -> list[tuple[str, Any, Any, str]]:
@@ -332,7 +399,8 @@ def _range_rules(config: Config) -> list[tuple[str, Any, Any, str]]:
         ("model.dropout", model.dropout, lambda v: n(v, 0, 1, high_open=True), "in [0, 1)"),
         ("model.drop_path", model.drop_path, lambda v: n(v, 0, 1, high_open=True), "in [0, 1)"),
         ("train.epochs", train.epochs, lambda v: n(v, 1), "at least 1"),
-        ("train.batch_size", train.batch_size, lambda v: n(v, 2), "at least 2 (BatchNorm needs two samples a batch)"),
+        ("train.batch_size", train.batch_size, lambda v: v == 0 or n(v, 2),
+         "0 (auto) or at least 2 (BatchNorm needs two samples a batch)"),
         ("train.lr", train.lr, lambda v: n(v, 0, low_open=True), "a positive finite number"),
         ("train.weight_decay", train.weight_decay, lambda v: n(v, 0), "a finite number, 0 or more"),
         ("train.warmup_epochs", train.warmup_epochs, lambda v: n(v, 0), "a finite number of epochs, 0 or more"),

@@ -63,12 +63,13 @@ def load_engineer(path: Path) -> Callable[[pd.DataFrame], pd.DataFrame]:
     return module.engineer
 
 
-def describe_table(raw: pd.DataFrame, spec, id_column: str, states: list[dict], width: int,
-                   code: str | None) -> dict:
+def describe_table(raw: pd.DataFrame, names: list[str], numeric: list[str], states: list[dict], id_column: str,
+                   width: int, code: dict | None) -> dict:
     """meta.json["input"] of a tabular export: the raw columns a row needs (with what training saw of them, for
-    forms and checks), the feature file (name and sha256, copied into the export), and the fitted encodings."""
-    columns = [_numeric_column(raw[c], c) for c in spec.raw_numeric]
-    columns += [_text_column(raw[c], c) for c in spec.raw_text]
+    forms and checks; `numeric` are numbers, the rest text), the feature file (name and sha256, copied into the
+    export), and the fitted encodings."""
+    columns = [_numeric_column(pd.to_numeric(raw[c]), c) if c in numeric else _text_column(raw[c], c)
+               for c in names]
     return {"kind": "table", "name": "features", "dtype": "float32", "layout": "NF", "shape": ["N", width],
             "id": id_column, "columns": columns, "code": code,
             "encoding": {"folds": states,
@@ -82,6 +83,14 @@ def describe_images(size: int, mean: list[float], std: list[float]) -> dict:
             "resize": f"convert to RGB (alpha on white), resize to {size}x{size} ignoring aspect ratio, bilinear "
                       "(PIL Image.resize(..., BILINEAR)); the graph does scaling, normalisation, TTA",
             "normalization": {"mean": mean, "std": std, "applied_in_graph": True}}
+
+
+def numbers_only(values: pd.Series) -> bool:
+    """Whether a raw column holds numbers only (parsed already, or text that parses), with at least one."""
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    seen = values.dropna()
+    return len(seen) > 0 and bool(pd.to_numeric(seen, errors="coerce").notna().all())
 
 
 def _numeric_column(values: pd.Series, name: str) -> dict:

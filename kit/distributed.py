@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as td
 
@@ -55,6 +56,14 @@ class Dist:
         if self.world > 1:
             for buffer in model.buffers():
                 td.broadcast(buffer, src=0)
+
+    def all_concat(self, array: np.ndarray) -> np.ndarray:
+        """Every rank's rows of `array`, rank after rank (validation outputs for the metric)."""
+        if self.world == 1:
+            return array
+        parts: list = [None] * self.world
+        td.all_gather_object(parts, array)
+        return np.concatenate(parts)
 
     def all_sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks (float64, so every rank gets bit-identical totals)."""

@@ -73,3 +73,16 @@ class Blend(nn.Module):
         if self.weights is None:
             return probs
         return (probs * self.weights[:, None]).sum(1)
+
+
+class TargetInverse(nn.Module):
+    """The served ensemble's regression answer back in the target's own units (kit/target.py's inverse); for
+    classification and untransformed values, the ensemble unchanged."""
+
+    def __init__(self, ensemble: nn.Module, transform: str = "none"):
+        super().__init__()
+        self.ensemble, self.transform = ensemble, transform
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.ensemble(x)
+        return torch.exp(out) - 1 if self.transform == "log1p" else out  # expm1 has no ONNX operator

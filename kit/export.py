@@ -26,7 +26,7 @@ from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 1e-4  # max |Δprob| allowed between eager, TorchScript and ONNX Runtime
+TOLERANCE = 1e-4  # max |Δ| allowed between eager, TorchScript and ONNX Runtime (x max |output| when above 1)
 PARITY_BATCH = 7  # > 1 and different from the trace batch, so the dynamic batch axis is exercised
 TRACE_BATCH = 2
 OPSET = 17
@@ -99,10 +99,11 @@ def check_parity(module: torch.nn.Module, folder: Path, x: torch.Tensor, input_n
                     out = run(batch)
                     diff = float(np.abs(out - eager).max())
                     worst[backend] = max(worst[backend], diff)
-                    if diff > TOLERANCE or not np.array_equal(out.argmax(1), eager.argmax(1)):
+                    limit = TOLERANCE * max(1.0, float(np.abs(eager).max()))  # relative for values
+                    if diff > limit or not np.array_equal(out.argmax(1), eager.argmax(1)):
                         raise KitError(
                             f"export parity failed: {backend} differs from the eager ensemble by {diff:.2e} "
-                            f"(limit {TOLERANCE:.0e}) at batch {len(batch)} on {where.type}; nothing was written"
+                            f"(limit {limit:.1e}) at batch {len(batch)} on {where.type}; nothing was written"
                         )
         checked += [f"{backend} on {where.type}" for backend in backends]
     module.to(CPU)
@@ -143,6 +144,9 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
         "competition": config.competition,
         "task": config.task,
         "classes": config.classes,
+        "target": metrics["target"],
+        "metric": metrics["metric"],
+        "threshold": metrics["threshold"],
         "folds": len(states),
         "cv": metrics["cv"],
         "learners": {name: metrics["blend"]["weights"][name] for name in config.learners},
@@ -151,14 +155,23 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
         "versions": {"kit": kit.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "opset": OPSET},
         "input": contract,
-        "output": {"name": "probs", "dtype": "float32", "shape": ["N", len(config.classes)],
-                   "meaning": "class probabilities, rows sum to 1: the learners blended with the weights in "
-                              "`learners`, averaged over folds (and TTA views)"},
+        "output": output_contract(config),
         "files": {name: {"sha256": sha256(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in ("model.onnx", "model.ts")},
         "parity": parity,
         "tta": dataclasses.asdict(config.tta) if config.task == "image" else None,
     }
+
+
+def output_contract(config: Config) -> dict:
+    """meta.json["output"]: class probabilities, or regression values in the target's units."""
+    how = "the learners blended with the weights in `learners`, averaged over folds"
+    if config.target.type == "regression":
+        inverse = f", then inverted from {config.target.transform}(y)" if config.target.transform != "none" else ""
+        return {"name": "probs", "dtype": "float32", "shape": ["N", 1],
+                "meaning": f"the predicted {config.target.column}: {how}{inverse}"}
+    return {"name": "probs", "dtype": "float32", "shape": ["N", len(config.classes)],
+            "meaning": f"class probabilities, rows sum to 1: {how} (and TTA views)"}
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -4,7 +4,9 @@ torch modules (kit/trees.py), so that they are saved, blended and exported exact
 Why HistGradientBoosting for `gbdt`: it ships with scikit-learn (already a dependency: no new install, nothing
 pins onnx), it is deterministic for a seed, fast on small tables, and its fitted trees are plain node arrays that
 compile into a tensor program for TorchScript and ONNX. LightGBM/XGBoost would add a package and a converter
-for no measured gain on tables of Titanic's size.
+for no measured gain on tables of Titanic's size. `linear` is LogisticRegression for classes and RidgeCV for
+values; on the automatic encoding it sees one-hot categories and de-skewed, standardised numbers with missing
+indicators, the trees ordinal category codes instead (kit/encoding.py).
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ from kit import trees
 from kit.config import Config
 from kit.errors import KitError
 
-PACKAGES = {"gbdt": ("sklearn.ensemble", "HistGradientBoostingClassifier"),
-            "logreg": ("sklearn.linear_model", "LogisticRegression")}
+PACKAGES = {("gbdt", False): ("sklearn.ensemble", "HistGradientBoostingClassifier"),
+            ("gbdt", True): ("sklearn.ensemble", "HistGradientBoostingRegressor"),
+            ("linear", False): ("sklearn.linear_model", "LogisticRegression"),
+            ("linear", True): ("sklearn.linear_model", "RidgeCV")}
+RIDGE_ALPHAS = np.logspace(-3, 4, 15)  # RidgeCV's candidates, chosen by leave-one-out on the fold
 
 
-def check_available(names: list[str]) -> None:
+def check_available(names: list[str], regression: bool = False) -> None:
     """Refuse, before any run folder is written, a learner whose package cannot be imported."""
     for name in names:
-        if name in PACKAGES:
-            _estimator(name)
+        if (name, regression) in PACKAGES:
+            _estimator(name, regression)
 
 
-def _estimator(name: str) -> type:
-    module, cls = PACKAGES[name]
+def _estimator(name: str, regression: bool) -> type:
+    module, cls = PACKAGES[name, regression]
     try:
         return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as exc:
@@ -44,19 +49,28 @@ SMALL = 20_000  # rows: below this, one thread fits faster than OpenMP's many (T
 # busy cores, where idle OpenMP threads spin); larger tables use every core
 
 
+EARLY_STOPPING_ROWS = 10_000  # gbdt.early_stopping=auto: on from this many training rows (scikit-learn's own rule)
+
+
 def fit_learner(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
-    """Fit learner `name` on encoded features `x` (float32) and labels `y`; a module mapping x to probabilities."""
-    estimator = _estimator(name)
+    """Fit learner `name` on encoded features `x` (float32) and targets `y` (class indices, or transform(y) values
+    for regression); a module mapping x to probabilities [N, K] or values [N, 1]."""
+    regression = config.target.type == "regression"
+    estimator = _estimator(name, regression)
     if name == "gbdt":
         g = config.gbdt
+        stop = len(x) >= EARLY_STOPPING_ROWS if g.early_stopping == "auto" else g.early_stopping
         model = estimator(learning_rate=g.learning_rate, max_iter=g.max_iter, max_leaf_nodes=g.max_leaf_nodes,
                           max_depth=g.max_depth or None, min_samples_leaf=g.min_samples_leaf,
-                          l2_regularization=g.l2_regularization, early_stopping=False, random_state=seed)
+                          l2_regularization=g.l2_regularization, early_stopping=stop, validation_fraction=0.1,
+                          n_iter_no_change=20, random_state=seed)
+    elif regression:
+        model = estimator(alphas=RIDGE_ALPHAS)
     else:
-        model = estimator(C=config.logreg.C, max_iter=config.logreg.max_iter)
+        model = estimator(C=config.linear.C, max_iter=config.linear.max_iter)
     with threadpool_limits(limits=1 if len(x) < SMALL else None):
         model.fit(x.astype(np.float64), y)
-    return trees.compile_hgb(model) if name == "gbdt" else trees.compile_logreg(model)
+    return trees.compile_hgb(model) if name == "gbdt" else trees.compile_linear(model)
 
 
 def rebuild(state: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -1,4 +1,5 @@
-"""Pictures a person would rather look at than read: learning curves and a confusion matrix."""
+"""Pictures a person would rather look at than read: learning curves, the learners' fold scores, and a confusion
+matrix (classes) or predicted-vs-true values (regression), each in the competition's metric."""
 
 from __future__ import annotations
 
@@ -15,42 +16,44 @@ from kit import atomic  # noqa: E402
 
 
 def learning_curves(epoch_rows: list[dict], path: Path, fold_rows: list[dict] = (),
-                    names: tuple[str, str] = ("valid", "OOF")) -> None:
+                    names: tuple[str, str] = ("valid", "OOF"), metric: str = "score") -> None:
     """curves.png: see curves_figure."""
-    _save(curves_figure(epoch_rows, fold_rows, names), path)
+    _save(curves_figure(epoch_rows, fold_rows, names, metric), path)
 
 
-def curves_figure(epoch_rows: list[dict], fold_rows: list[dict] = (),
-                  names: tuple[str, str] = ("valid", "OOF")) -> plt.Figure:
-    """Train/valid loss and accuracy per epoch, one colour per fold, the best epoch marked; each fold's own score
-    (`fold_rows`, measured as `names[1]`, not as the epochs' `names[0]`) as a star at its best epoch."""
+def curves_figure(epoch_rows: list[dict], fold_rows: list[dict] = (), names: tuple[str, str] = ("valid", "OOF"),
+                  metric: str = "score") -> plt.Figure:
+    """Train/valid loss and the validation metric per epoch, one colour per fold, the best epoch marked; each fold's
+    own score (`fold_rows`, measured as `names[1]`, not as the epochs' `names[0]`) as a star at its best epoch."""
     frame = pd.DataFrame(epoch_rows)
-    scores = {row["fold"]: row for row in fold_rows}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    scores = {row["fold"]: row for row in fold_rows if "best_epoch" in row}
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for (fold, rows), colour in zip(frame.groupby("fold"), plt.cm.tab10.colors, strict=False):
-        for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-            ax.plot(rows["epoch"], rows[f"train_{metric}"], "--", color=colour, alpha=0.6)
-            ax.plot(rows["epoch"], rows[f"valid_{metric}"], "-", color=colour, label=f"fold {fold} {names[0]}")
-            best = rows[rows["best"]].tail(1)
-            ax.plot(best["epoch"], best[f"valid_{metric}"], "o", color=colour)
+        best = rows[rows["best"]].tail(1)
+        loss_ax.plot(rows["epoch"], rows["train_loss"], "--", color=colour, alpha=0.6)
+        for ax, key in ((loss_ax, "valid_loss"), (score_ax, "valid_score")):
+            ax.plot(rows["epoch"], rows[key], "-", color=colour, label=f"fold {fold} {names[0]}")
+            ax.plot(best["epoch"], best[key], "o", color=colour)
         if fold in scores:
-            axes[1].plot(scores[fold]["best_epoch"], scores[fold]["accuracy"], "*", color=colour, markersize=12,
-                         markeredgecolor="black", label=f"fold {fold} {names[1]}")
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (dashed: train, solid: {names[0]}, dot: best)")
+            score_ax.plot(scores[fold]["best_epoch"], scores[fold]["score"], "*", color=colour, markersize=12,
+                          markeredgecolor="black", label=f"fold {fold} {names[1]}")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"loss (dashed: train, solid: {names[0]}, dot: best)")
+    score_ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} ({names[0]}, dot: best epoch"
+                 + (f",\nstar: fold score {names[1]})" if scores else ")"))
+    for ax in (loss_ax, score_ax):
         ax.grid(alpha=0.3)
-    if scores:
-        axes[1].set_title(f"accuracy (dashed: train, solid: {names[0]}, dot: best,\nstar: fold score {names[1]})")
-    axes[1].legend(fontsize=7)
+    score_ax.legend(fontsize=7)
     return fig
 
 
 def learner_scores(summary: dict, path: Path) -> None:
-    """learners.png: every fold's accuracy per learner and for the blend (dots), with mean ± sd (bars): whether
+    """learners.png: every fold's score per learner and for the blend (dots), with mean ± sd (bars): whether
     the blend beats its learners by more than the spread over folds."""
     rows = [(name, [f["learners"][name] for f in summary["folds"]], score)
             for name, score in summary["learners"].items()]
-    rows.append((f"blend ({summary['blend']['method']})", [f["accuracy"] for f in summary["folds"]], summary["cv"]))
+    rows.append((f"blend ({summary['blend']['method']})", [f["score"] for f in summary["folds"]], summary["cv"]))
+    metric = summary["metric"]
+    better = "higher" if metric["greater_is_better"] else "lower"
     fig, ax = plt.subplots(figsize=(7, 1.0 + 0.6 * len(rows)))
     for i, (_, folds, score) in enumerate(rows):
         jitter = np.linspace(-0.15, 0.15, len(folds))
@@ -58,7 +61,8 @@ def learner_scores(summary: dict, path: Path) -> None:
         ax.errorbar(score["mean"], i, xerr=score["std"], fmt="D", color="black", capsize=4)
         ax.annotate(f"{score['mean']:.4f} ± {score['std']:.4f}", (score["mean"], i + 0.3), ha="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows])
-    ax.set(xlabel="fold accuracy (dots: folds; diamond: mean ± sd)", ylim=(-0.6, len(rows) - 0.2),
+    ax.set(xlabel=f"fold {metric['name']}, {better} is better (dots: folds; diamond: mean ± sd)",
+           ylim=(-0.6, len(rows) - 0.2),
            title="learners and their blend on the same folds")
     ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
@@ -79,8 +83,26 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: 
                     color="white" if rates[i, j] > 0.5 else "black")
     ax.set_xticks(range(n), classes, rotation=45, ha="right")
     ax.set_yticks(range(n), classes)
-    ax.set(xlabel="predicted", ylabel="true", title=f"OOF confusion (accuracy {np.trace(counts) / counts.sum():.3f})")
+    share = np.trace(counts) / counts.sum()
+    ax.set(xlabel="predicted", ylabel="true", title=f"OOF confusion ({share:.3f} on the diagonal)")
     fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def residuals(y: np.ndarray, pred: np.ndarray, path: Path, metric: str, score: float) -> None:
+    """residuals.png: out-of-fold predicted against true values (the diagonal is perfect), and the residuals'
+    spread along the true value."""
+    fig, (ax, res) = plt.subplots(1, 2, figsize=(11, 4.5))
+    alpha = min(0.6, max(0.05, 300 / max(len(y), 1)))
+    ax.scatter(y, pred, s=4, alpha=alpha)
+    low, high = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([low, high], [low, high], "k--", linewidth=1)
+    ax.set(xlabel="true", ylabel="predicted (OOF)", title=f"OOF predictions ({metric} {score:.4g})")
+    res.scatter(y, pred - y, s=4, alpha=alpha)
+    res.axhline(0, color="black", linewidth=1)
+    res.set(xlabel="true", ylabel="predicted - true", title="residuals")
+    for a in (ax, res):
+        a.grid(alpha=0.3)
     _save(fig, path)
 
 

@@ -18,7 +18,8 @@ from kit import runs
 from kit.config import Config, PredictConfig
 from kit.device import describe, resolve
 from kit.errors import KitError
-from kit.submission import make_submission, write_submission
+from kit.metrics import labels
+from kit.submission import make_submission, read_sample, write_submission
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,21 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     probs = ensemble_probs(ensemble, task.batches(samples, states), len(samples), where, amp).numpy()
     if amp != "off":
         check_amp(ensemble, task, samples, states, where, amp, probs)
-    frame = make_submission(samples.ids, probs, config)
-    path = write_submission(frame, out or run_dir / "submission.csv", samples.ids, config)
-    counts = np.bincount(probs.argmax(1), minlength=len(config.classes))
-    log.info("wrote %s: %d rows from %d folds; predicted class counts %s", path, len(frame), len(states),
-             dict(zip(config.classes, counts.tolist(), strict=True)))
+    threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
+    sample = read_sample(config)
+    frame = make_submission(samples.ids, probs, config, threshold, sample)
+    path = write_submission(frame, out or run_dir / "submission.csv", samples.ids, config, sample)
+    log.info("wrote %s: %d rows from %d folds; %s", path, len(frame), len(states),
+             summary_line(probs, config, threshold))
     return path
+
+
+def summary_line(preds: np.ndarray, config: Config, threshold: float | None) -> str:
+    """What the submission predicts, in a few words for the log."""
+    if config.target.type == "regression":
+        return f"predicted values from {preds.min():.4g} to {preds.max():.4g} (median {np.median(preds):.4g})"
+    counts = np.bincount(labels(preds, threshold), minlength=len(config.classes))
+    return f"predicted class counts {dict(zip(config.classes, counts.tolist(), strict=True))}"
 
 
 def batch_size(config: Config, device: torch.device) -> int:
@@ -127,11 +137,13 @@ def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test
     ids, raw = get_task(config).raw_test(test)
     step = PASS_IMAGES["cuda" if predictor.device == "cuda" else "cpu"] * 8
     chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
-    probs = np.concatenate([predictor.predict_proba(chunk) for chunk in
+    probs = np.concatenate([predictor.outputs(chunk) for chunk in
                             tqdm(chunks, desc=f"predict ({backend})", unit=" batches", mininterval=1.0, disable=None)])
-    frame = make_submission(ids, probs, config)
+    sample = read_sample(config)
+    frame = make_submission(ids, probs, config, predictor.meta.get("threshold"), sample)
     run_dir = Path(predictor.meta.get("run", "."))
-    path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", ids, config)
+    path = write_submission(frame, out or (run_dir if run_dir.is_dir() else Path()) / "submission.csv", ids, config,
+                            sample)
     log.info("wrote %s from the %s export in %s (%s), exported from run %s", path, backend, export_dir,
              predictor.device, predictor.meta.get("run", "?"))
     return path

@@ -84,7 +84,7 @@ def describe_run(run_dir: Path) -> str:
     if not (run_dir / "metrics.json").is_file():
         return f"{run_dir} (unfinished)"
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return f"{run_dir} (CV accuracy {metrics['cv']['mean']:.4f}, finished {metrics['created']})"
+    return f"{run_dir} (CV {metrics['metric']['name']} {metrics['cv']['mean']:.4f}, finished {metrics['created']})"
 
 
 def comp_arg(config: Config) -> str:
@@ -184,8 +184,8 @@ def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:
         raise KitError(f"{run_dir} is an unfinished training run; finish it with `make train "
                        f"COMP={comp_arg(run_config(run_dir))} RESUME={run_dir.name}` (same DATA and SET as it "
                        "was started with), or choose a finished run with RUN=<run-id>")
-    if "blend" not in json.loads((run_dir / "metrics.json").read_text()):
-        raise KitError(f"{run_dir} was trained by an older kit, before fold checkpoints held several learners; "
+    if not isinstance(json.loads((run_dir / "metrics.json").read_text()).get("metric"), dict):
+        raise KitError(f"{run_dir} was trained by an older kit, before runs were scored by the competition's metric; "
                        f"train it again with `make train COMP={comp_arg(run_config(run_dir))}`")
     metas = sorted(run_dir.glob("fold[0-9]*.json"), key=lambda p: int(p.stem[4:]))
     folds = []

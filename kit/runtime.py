@@ -4,6 +4,7 @@
     probs = model.predict_proba(["photo.jpg", pil_image, uint8_array])   # [N, classes]
     model = kit.runtime.load("exports/titanic", trust_code=True)         # runs the export's features.py
     probs = model.predict_proba({"Pclass": 3, "Name": "Braund, Mr. Owen Harris", ...})
+    values = kit.runtime.load("exports/california-housing").predict(rows)  # a regression export: values [N]
 
 With the ONNX backend it imports numpy, pandas, Pillow and onnxruntime only; torch only for TorchScript. It reads
 nothing outside the export folder, and runs an export's feature code only with `trust_code=True` (kit/contract.py).
@@ -114,9 +115,15 @@ class Predictor:
                            f"{self.model_input}; meta.json was edited or belongs to another export; re-run the export")
         dtype = np.uint8 if self.meta["input"]["dtype"] == "uint8" else np.float32
         out = self.run(np.zeros([1, *shape], dtype=dtype))
-        if out.shape != (1, len(self.classes)):
-            raise KitError(f"the model in {self.folder} returns {out.shape[1]} classes but meta.json lists "
-                           f"{len(self.classes)}; re-run the export")
+        width = int(self.meta["output"]["shape"][1])
+        if out.shape != (1, width):
+            raise KitError(f"the model in {self.folder} returns {out.shape[1]} column(s) but meta.json gives "
+                           f"{width}; re-run the export")
+
+    @property
+    def regression(self) -> bool:
+        """Whether the export predicts values (a regression target) rather than class probabilities."""
+        return self.meta.get("target", {}).get("type") == "regression"
 
     @property
     def size(self) -> int:
@@ -124,6 +131,23 @@ class Predictor:
 
     def predict_proba(self, inputs: Any) -> np.ndarray:
         """Class probabilities [N, classes] for images, or for table rows (dicts / a DataFrame)."""
+        if self.regression:
+            raise KitError(f"{self.folder} predicts values (a regression target), not class probabilities; "
+                           "use predict(inputs)")
+        return self.outputs(inputs)
+
+    def predict(self, inputs: Any) -> np.ndarray:
+        """[N] predicted values (regression), or class names chosen as the competition's metric scores them (the
+        decision threshold tuned on out-of-fold rows for a binary F1/MCC competition, else the likeliest class)."""
+        out = self.outputs(inputs)
+        if self.regression:
+            return out[:, 0]
+        threshold = self.meta.get("threshold")
+        index = (out[:, 1] >= threshold).astype(int) if threshold is not None and out.shape[1] == 2 else out.argmax(1)
+        return np.asarray(self.classes, dtype=object)[index]
+
+    def outputs(self, inputs: Any) -> np.ndarray:
+        """The exported graph's output for `inputs`: probabilities [N, classes] or values [N, 1]."""
         return self.run(self.prepare(inputs))
 
     def prepare(self, inputs: Any) -> np.ndarray:

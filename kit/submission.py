@@ -1,4 +1,10 @@
-"""Build, validate and atomically write submission.csv."""
+"""Build, validate and atomically write submission.csv in the form the competition scores.
+
+What goes in the value columns follows the metric: labels for label metrics (a tabular competition's own label
+text, an image competition's class index), probabilities for probability metrics (binary: the positive class's,
+in one column; multiclass: one column per class), values for regression. The header, column order and ids follow
+the competition's sample_submission.csv when the config names one (data.sample).
+"""
 
 from __future__ import annotations
 
@@ -10,46 +16,114 @@ import pandas as pd
 from kit import atomic
 from kit.config import Config
 from kit.errors import KitError
+from kit.metrics import get_metric, labels
 
 
-def make_submission(ids: list[str], probs: np.ndarray, config: Config) -> pd.DataFrame:
-    """One row per test id with the predicted class index, in the order the competition expects."""
+def read_sample(config: Config) -> pd.DataFrame | None:
+    """The competition's sample submission (as text), or None when the config names none."""
+    if not config.data.sample:
+        return None
+    path = config.path(config.data.sample)
+    if not path.is_file():
+        raise KitError(f"data.sample {path} not found; point it at the competition's sample_submission.csv "
+                       "or remove the key")
+    sample = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if sample.shape[1] < 2:
+        raise KitError(f"{path} has {sample.shape[1]} column(s); a sample submission has an id and a value column")
+    return sample
+
+
+def columns(config: Config, sample: pd.DataFrame | None) -> tuple[str, list[str], bool]:
+    """(id column, value columns, one column per class?) of the submission."""
     sub = config.submission
-    frame = pd.DataFrame({sub.id_column: ids, sub.target_column: probs.argmax(1).astype(np.int64)})
-    if sub.sort_by_id:
-        frame = frame.sort_values(sub.id_column, key=_id_order, kind="stable").reset_index(drop=True)
+    id_column = sample.columns[0] if sample is not None else sub.id_column or config.data.id
+    per_class = config.target.type == "multiclass" and get_metric(config.metric, "multiclass", config.root).needs \
+        == "proba"
+    if sample is not None:
+        values = list(sample.columns[1:])
+        per_class = per_class or (len(values) > 1 and sorted(values) == sorted(config.classes))
+        if per_class and sorted(values) != sorted(config.classes):
+            raise KitError(f"the sample submission's columns {values} are not the classes {config.classes}; "
+                           "the competition scores one probability column per class: list those as classes")
+        return id_column, values, per_class
+    if per_class:
+        return id_column, list(config.classes), True
+    return id_column, [sub.target_column or config.target.column], False
+
+
+def make_submission(ids: list[str], preds: np.ndarray, config: Config, threshold: float | None = None,
+                    sample: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per test id from the ensemble's predictions ([N, K] probabilities or [N, 1] values)."""
+    id_column, values, per_class = columns(config, sample)
+    if per_class:
+        index = {name: i for i, name in enumerate(config.classes)}
+        frame = pd.DataFrame({name: preds[:, index[name]] for name in values})
+    else:
+        frame = pd.DataFrame({values[0]: answer(preds, config, threshold)})
+    frame.insert(0, id_column, ids)
+    if config.submission.sort_by_id:
+        frame = frame.sort_values(id_column, key=_id_order, kind="stable").reset_index(drop=True)
     return frame
 
 
-def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Config) -> None:
-    """Raise KitError unless `frame` has the right columns, one row per test id, and valid class indices."""
-    sub = config.submission
-    columns = [sub.id_column, sub.target_column]
-    if list(frame.columns) != columns:
-        raise KitError(f"submission columns are {list(frame.columns)}; expected {columns}")
+def answer(preds: np.ndarray, config: Config, threshold: float | None) -> np.ndarray:
+    """The one value column: a value, the positive class's probability, or a label."""
+    if config.target.type == "regression":
+        return preds[:, 0]
+    metric = get_metric(config.metric, config.target.type, config.root)
+    if metric.needs == "proba":  # binary here: a multiclass probability metric takes a column per class
+        return preds[:, 1]
+    index = labels(preds, threshold)
+    return np.asarray(config.classes, dtype=object)[index] if config.task == "tabular" else index.astype(np.int64)
+
+
+def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Config,
+                        sample: pd.DataFrame | None = None) -> None:
+    """Raise KitError unless `frame` has the sample's (or the config's) columns, one row per test id (the sample's
+    ids when there is one), and finite values of the right kind: probabilities in [0, 1], known labels."""
+    id_column, values, per_class = columns(config, sample)
+    if list(frame.columns) != [id_column, *values]:
+        raise KitError(f"submission columns are {list(frame.columns)}; expected {[id_column, *values]}")
     if len(frame) != len(expected_ids):
         raise KitError(f"submission has {len(frame)} rows; the test set has {len(expected_ids)}")
-    ids = frame[sub.id_column].astype(str)
+    ids = frame[id_column].astype(str)
     duplicated = ids[ids.duplicated()].tolist()
     if duplicated:
         raise KitError(f"submission repeats ids {duplicated[:5]}")
-    missing = sorted(set(expected_ids) - set(ids))
+    missing = sorted(set(map(str, expected_ids)) - set(ids))
     if missing:
         raise KitError(f"submission lacks test ids {missing[:5]} (and has ids not in the test set instead)")
-    values = pd.to_numeric(frame[sub.target_column], errors="coerce")
-    top = len(config.classes) - 1
-    bad = values.isna() | (values != values.round()) | (values < 0) | (values > top)
+    if sample is not None and set(sample[id_column].astype(str)) != set(ids):
+        extra = sorted(set(ids) - set(sample[id_column].astype(str)))[:5]
+        raise KitError(f"the test ids differ from the sample submission's ids (e.g. {extra}); the test file and "
+                       "data.sample must belong to the same competition")
+    for column in values:
+        _check_values(frame[column], column, config, per_class)
+
+
+def _check_values(values: pd.Series, column: str, config: Config, per_class: bool) -> None:
+    kind = "regression" if config.target.type == "regression" else None
+    needs = kind or get_metric(config.metric, config.target.type, config.root).needs
+    if needs == "label":
+        allowed = config.classes if config.task == "tabular" else list(range(len(config.classes)))
+        bad = ~values.isin(allowed)
+        expected = f"one of {allowed}" if len(allowed) <= 20 else f"one of the {len(allowed)} classes"
+    else:
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() | np.isinf(numbers)
+        expected = "a finite number"
+        if needs == "proba" or per_class:
+            bad |= (numbers < 0) | (numbers > 1)
+            expected = "a probability from 0 to 1"
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise KitError(
-            f"submission {sub.target_column!r} on row {row + 1} is {frame[sub.target_column].iloc[row]!r}; "
-            f"expected an integer class index from 0 to {top}"
-        )
+        raise KitError(f"submission {column!r} on row {row + 1} is {values.iloc[row]!r}; expected {expected}")
 
 
-def write_submission(frame: pd.DataFrame, path: Path, expected_ids: list[str], config: Config) -> Path:
+def write_submission(frame: pd.DataFrame, path: Path, expected_ids: list[str], config: Config,
+                     sample: pd.DataFrame | None = None) -> Path:
     """Validate, then write via a temporary file so a failure never leaves a partial submission."""
-    validate_submission(frame, expected_ids, config)
+    validate_submission(frame, expected_ids, config, sample)
     path = Path(path)
     if path.is_dir():
         path = path / "submission.csv"

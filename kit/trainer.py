@@ -1,8 +1,9 @@
 """One fold of training: AdamW, warm-up + cosine schedule, gradient clipping, early stopping, best weights,
 per-epoch resume checkpoints, and data-parallel training under torchrun.
 
-The loop never waits on the host inside an epoch: loss and accuracy accumulate on the device and are read
-once per epoch, so on a GPU the host runs ahead queueing work while the device computes.
+The loop never waits on the host inside an epoch: the loss accumulates on the device and is read once per epoch,
+so on a GPU the host runs ahead queueing work while the device computes. Validation scores each epoch by the
+competition's metric (kit/objective.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kit.config import TrainConfig
 from kit.distributed import SINGLE, Dist
 from kit.errors import KitError
 from kit.mixing import mix_batch
+from kit.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ class TrainState:
     """Everything a resumed fold needs, behind state_dict/load_state_dict: weights, optimizer, LR schedule,
     AMP scaler, early stopping, the best weights so far and the epoch history."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, dist: Dist = SINGLE):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, dist: Dist = SINGLE,
+                 metric_mode: str = "max"):
         device = next(model.parameters()).device
         self.model, self.device = model, device
         self.amp_dtype = autocast_dtype(cfg.amp, device)
@@ -102,7 +105,7 @@ class TrainState:
         self.scheduler = warmup_cosine(self.optimizer, round(cfg.warmup_epochs * steps_per_epoch),
                                        cfg.epochs * steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        monitor = "max" if cfg.monitor == "accuracy" else "min"
+        monitor = metric_mode if cfg.monitor == "metric" else "min"
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta, monitor, cfg.min_epochs)
         self.best_state = copy.deepcopy(model.state_dict())
         self.history: list[dict] = []
@@ -137,12 +140,11 @@ class TrainState:
 
 
 def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg: TrainConfig, seed: int,
-                epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass of training steps over `batches`; returns (summed loss, correct count) on the device, and the
-    number of samples. Nothing in here waits for the device."""
+                epoch: int) -> tuple[torch.Tensor, int]:
+    """One pass of training steps over `batches`; returns the summed loss on the device and the number of
+    samples. Nothing in here waits for the device."""
     state.model.train()
     loss_sum = torch.zeros((), device=state.device)
-    correct = torch.zeros((), dtype=torch.long, device=state.device)
     seen = 0
     for step, (x, y) in enumerate(batches):
         with state.autocast():
@@ -163,23 +165,22 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
         state.scaler.update()
         state.scheduler.step()
         loss_sum += loss.detach().float() * len(y)
-        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    return loss_sum, correct, seen
+    return loss_sum, seen
 
 
-def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: Callable[[dict], None] | None = None,
-        desc: str = "train", class_weights: torch.Tensor | None = None, checkpoint: Path | None = None,
+def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: Objective,
+        on_epoch: Callable[[dict], None] | None = None, desc: str = "train", checkpoint: Path | None = None,
         dist: Dist = SINGLE, valid_name: str = "valid") -> FitResult:
-    """Train `model` in place on `train` batches (kit/batches.py), validating on `valid` every epoch; on return
-    it holds the weights of the best validation epoch. `valid_name` labels the validation numbers in the log.
+    """Train `model` in place on `train` batches (kit/batches.py) for `objective`'s loss, scoring `valid` every
+    epoch by its metric; on return it holds the weights of the best validation epoch (train.monitor: the metric or
+    the loss). `valid_name` labels the validation numbers in the log.
 
     With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
     from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
     """
-    state = TrainState(model, cfg, len(train), dist)
-    weight = class_weights.to(state.device) if class_weights is not None else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    state = TrainState(model, cfg, len(train), dist, objective.mode)
+    criterion = objective.criterion(state.device)
     saved = dist.from_main(lambda: load_checkpoint(checkpoint)) if checkpoint else None
     writer = CheckpointWriter(checkpoint) if checkpoint and dist.main else None
     if saved:
@@ -187,7 +188,8 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
         log.info("%s: resuming after epoch %d (best so far: epoch %d)", desc, saved["epoch"], state.stopper.best_epoch)
     bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
     try:
-        train_epochs(state, bar, train, valid, criterion, cfg, seed, desc, on_epoch, writer, dist, valid_name)
+        train_epochs(state, bar, train, valid, (criterion, objective), cfg, seed, desc, on_epoch, writer, dist,
+                     valid_name)
     finally:
         bar.close()
         if writer:
@@ -196,22 +198,22 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, on_epoch: C
     return FitResult(state.stopper.best_epoch, float(state.stopper.best), state.epoch, state.history)
 
 
-def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Module, cfg: TrainConfig,
+def train_epochs(state: TrainState, bar: tqdm, train, valid, losses: tuple[nn.Module, Objective], cfg: TrainConfig,
                  seed: int, desc: str, on_epoch: Callable[[dict], None] | None, writer: CheckpointWriter | None,
                  dist: Dist, valid_name: str = "valid") -> None:
     """The epoch loop of `fit`: train, checkpoint, report, and stop early, on a non-finite loss or at the end."""
     for epoch in bar:
         if state.stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
             break
-        row = run_epoch(state, train, valid, criterion, cfg, seed, epoch, dist)
+        row = run_epoch(state, train, valid, losses, cfg, seed, epoch, dist)
         if writer:
             writer.save(state.state_dict())
         if _kill_point(desc, epoch):
             if writer:
                 writer.wait()  # the checkpoint is on disk, as after any finished epoch of a real kill
             os.kill(os.getpid(), signal.SIGKILL)
-        bar.set_postfix(loss=f"{row['valid_loss']:.4f}", acc=f"{row['valid_accuracy']:.4f}")
-        log_epoch(desc, cfg.epochs, row, valid_name)
+        bar.set_postfix(loss=f"{row['valid_loss']:.4f}", **{losses[1].metric.name: f"{row['valid_score']:.4f}"})
+        log_epoch(desc, cfg.epochs, row, f"{valid_name} loss %.4f {losses[1].metric.name}")
         if on_epoch:
             on_epoch(row)
         if not row["finite"]:
@@ -226,23 +228,23 @@ def train_epochs(state: TrainState, bar: tqdm, train, valid, criterion: nn.Modul
             break
 
 
-def run_epoch(state: TrainState, train, valid, criterion: nn.Module, cfg: TrainConfig, seed: int, epoch: int,
-              dist: Dist) -> dict:
+def run_epoch(state: TrainState, train, valid, losses: tuple[nn.Module, Objective], cfg: TrainConfig, seed: int,
+              epoch: int, dist: Dist) -> dict:
     """Train and validate one epoch, update early stopping and the best weights; the epoch's history row."""
+    criterion, objective = losses
     start = time.perf_counter()
     torch.manual_seed(derive(seed, epoch, TORCH, dist.rank))  # dropout and drop-path
     train.set_epoch(seed, epoch)
-    loss_sum, correct, seen = train_epoch(state, train, criterion, cfg, seed, epoch)
-    total_loss, total_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one host sync
-    total_loss, total_correct, seen = dist.all_sum([total_loss, total_correct, seen])
+    loss_sum, seen = train_epoch(state, train, criterion, cfg, seed, epoch)
+    total_loss, seen = dist.all_sum([loss_sum.item(), seen])  # the epoch's one host sync
     train_seconds = time.perf_counter() - start
     dist.sync_buffers(state.model)
-    valid_loss, valid_acc = evaluate(state.model, valid, criterion, state.amp_dtype, dist)
+    valid_loss, valid_score = evaluate(state.model, valid, criterion, objective, state.amp_dtype, dist)
     train_loss = total_loss / max(seen, 1)
-    finite = math.isfinite(train_loss) and math.isfinite(valid_loss)
-    value = (valid_acc if cfg.monitor == "accuracy" else valid_loss) if finite else math.nan
-    row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": total_correct / max(seen, 1),
-           "valid_loss": valid_loss, "valid_accuracy": valid_acc, "lr": state.optimizer.param_groups[0]["lr"],
+    finite = math.isfinite(train_loss) and math.isfinite(valid_loss) and math.isfinite(valid_score)
+    value = (valid_score if cfg.monitor == "metric" else valid_loss) if finite else math.nan
+    row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_score": valid_score,
+           "lr": state.optimizer.param_groups[0]["lr"],
            "images_per_second": seen * dist.world / max(train_seconds, 1e-9),
            "seconds": time.perf_counter() - start, "finite": finite}
     if state.stopper.step(value, epoch):
@@ -261,10 +263,11 @@ def _kill_point(desc: str, epoch: int) -> bool:
     return number.strip() == str(epoch) and where.strip() in ("", desc)
 
 
-def log_epoch(desc: str, epochs: int, row: dict, valid_name: str = "valid") -> None:
-    log.info("%s epoch %d/%d  train loss %.4f acc %.4f  %s loss %.4f acc %.4f  lr %.2e  %.0f img/s  %.1fs%s",
-             desc, row["epoch"], epochs, row["train_loss"], row["train_accuracy"], valid_name, row["valid_loss"],
-             row["valid_accuracy"], row["lr"], row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
+def log_epoch(desc: str, epochs: int, row: dict, valid: str = "valid loss %.4f score") -> None:
+    """The epoch line; `valid` is the validation part's format (its name and the metric's)."""
+    log.info(f"%s epoch %d/%d  train loss %.4f  {valid} %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+             desc, row["epoch"], epochs, row["train_loss"], row["valid_loss"], row["valid_score"], row["lr"],
+             row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
 
 
 class CheckpointWriter:
@@ -321,20 +324,21 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, criterion: nn.Module, amp_dtype: torch.dtype | None = None,
-             dist: Dist = SINGLE) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` over `batches` (summed over the ranks' shards); one host sync."""
+def evaluate(model: nn.Module, batches: Iterable, criterion: nn.Module, objective: Objective,
+             amp_dtype: torch.dtype | None = None, dist: Dist = SINGLE) -> tuple[float, float]:
+    """Mean loss and the metric of `model` over `batches` (every rank's shard); the outputs are read once."""
     device = next(model.parameters()).device
     model.eval()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    seen = 0
+    outputs, labels, seen = [], [], 0
     for x, y in batches:
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(x).float()
         loss_sum += criterion(logits, y) * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        outputs.append(logits)
+        labels.append(y)
         seen += len(y)
-    total_loss, total_correct = torch.stack([loss_sum, correct]).tolist()
-    total_loss, total_correct, seen = dist.all_sum([total_loss, total_correct, seen])
-    return total_loss / max(seen, 1), total_correct / max(seen, 1)
+    total_loss, seen = dist.all_sum([loss_sum.item(), seen])
+    out = dist.all_concat(torch.cat(outputs).cpu().numpy())
+    truth = dist.all_concat(torch.cat(labels).cpu().numpy())
+    return total_loss / max(seen, 1), objective.score(out.astype(np.float64), truth)

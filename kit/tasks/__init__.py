@@ -17,10 +17,10 @@ from kit.distributed import Dist
 
 @dataclass
 class Samples:
-    """Rows of a split: ids (as strings), integer labels (None for test) and the task's raw data."""
+    """Rows of a split: ids (as strings), labels (None for test) and the task's raw data."""
 
     ids: list[str]
-    y: np.ndarray | None
+    y: np.ndarray | None  # class indices (int64), or regression values in the target's units (float64)
     data: Any  # tabular: a DataFrame; image: a uint8 [N, H, W, 3] array (memory-mapped cache)
     is_valid: np.ndarray | None = None  # rows of the data's own validation split (for cv.folds=given)
 
@@ -34,6 +34,9 @@ class Samples:
 
 
 class Task(Protocol):
+    def resolve(self, path: Path | None = None) -> Config:
+        """The config with what the training data settles filled in (target type, classes): what a run records."""
+
     def load(self, split: str, path: Path | None = None) -> Samples:
         """Read the 'train' or 'test' split (from the config, or from `path`)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from torch.utils.data import Dataset
 
 from kit import contract
 from kit.batches import DatasetBatches, DeviceImages
-from kit.config import AugmentConfig, Config
+from kit.config import AugmentConfig, Config, resolved_type
 from kit.device import available_cpus
 from kit.distributed import SINGLE, Dist
 from kit.ensemble import TTA, Blend, FoldEnsemble
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 class ImageTask:
     def __init__(self, config: Config):
         self.config = config
+
+    def resolve(self, path: Path | None = None) -> Config:
+        """The config with the target type settled by the number of classes (the labels are in the file names)."""
+        return dataclasses.replace(self.config, target=dataclasses.replace(self.config.target,
+                                                                           type=resolved_type(self.config)))
 
     def load(self, split: str, path: Path | None = None) -> Samples:
         return self._load_train(path) if split == "train" else self._load_test(path)
@@ -86,7 +92,7 @@ class ImageTask:
         """Training: augmented crops. Validation (every epoch): the whole image at the crop size, which is cheaper
         than test_size; the OOF predictions, test set and exports then run at test_size."""
         cfg, device = self.config, device or dist.device
-        batch = cfg.train.batch_size if train else cfg.train.batch_size * 2
+        batch = cfg.train.batch_for() * (1 if train else 2)
         if augment_backend(cfg.augment.backend, device) == "tensor":
             return DeviceImages(samples.data, samples.y, batch, device, state["crop"], cfg.augment if train else None,
                                 cfg.image.device_cache, dist)

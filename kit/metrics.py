@@ -1,0 +1,146 @@
+"""The metric registry: a competition's metric by name, with its direction, what it scores and what learners train
+on. The formulas are scikit-learn's; this module only says how to call them on kit's predictions.
+
+kit's predictions are one array per row set: class probabilities [N, K] for binary and multiclass targets, values
+[N, 1] for regression. `Metric.score` turns them into what the metric consumes (labels, probabilities or values).
+A competition may bring its own metric as a Python file in its folder (`metric: my_metric.py`), which defines
+`score(y_true, y_pred)`, `GREATER_IS_BETTER` and `NEEDS` ("label", "proba" or "value").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+from kit.errors import KitError
+
+CLASSIFICATION = frozenset({"binary", "multiclass"})
+REGRESSION = frozenset({"regression"})
+ANY = CLASSIFICATION | REGRESSION
+EPS = 1e-15  # log loss clips probabilities to [EPS, 1 - EPS], as Kaggle does
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]  # (y_true, what `needs` says) -> score
+    greater_is_better: bool
+    needs: str  # "label": class indices; "proba": probabilities; "value": regression values
+    tasks: frozenset[str]  # target types it can score
+    tuned_threshold: bool = False  # binary: the decision threshold is chosen on OOF rows (F1, MCC)
+
+    @property
+    def sign(self) -> float:
+        """+1 when greater is better: `sign * (b - a)` is b's gain over a, whatever the direction."""
+        return 1.0 if self.greater_is_better else -1.0
+
+    @property
+    def surrogate(self) -> str:
+        """What the learners minimise for it: log loss for classes, squared error for values."""
+        return "squared_error" if self.needs == "value" else "log_loss"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "greater_is_better": self.greater_is_better, "needs": self.needs,
+                "surrogate": self.surrogate}
+
+    def score(self, y: np.ndarray, pred: np.ndarray, threshold: float | None = None) -> float:
+        """The metric of predictions `pred` ([N, K] probabilities or [N, 1] values) against truth `y`."""
+        return float(self.fn(y, self.consumed(pred, threshold)))
+
+    def consumed(self, pred: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """`pred` as the metric takes it: labels, the probabilities (binary: the positive class's), or values."""
+        if self.needs == "value":
+            return pred[:, 0]
+        if self.needs == "proba":
+            return pred[:, 1] if pred.shape[1] == 2 else pred
+        return labels(pred, threshold)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score `a` beats `b`."""
+        return self.sign * (a - b) > 0
+
+
+def labels(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class indices: argmax, or for binary with a threshold, positive where p(positive) >= threshold."""
+    if threshold is not None and probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return probs.argmax(1)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = p if p.ndim == 2 else np.stack([1 - p, p], axis=1)
+    p = np.clip(p / p.sum(1, keepdims=True), EPS, 1 - EPS)  # Kaggle normalises rows, then clips
+    return float(-np.log(p[np.arange(len(y)), y]).mean())
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    if p.ndim == 1:
+        return skm.roc_auc_score(y, p)
+    return skm.roc_auc_score(y, p / p.sum(1, keepdims=True), multi_class="ovr", labels=np.arange(p.shape[1]))
+
+
+def _rmsle(y: np.ndarray, v: np.ndarray) -> float:
+    return float(np.sqrt(skm.mean_squared_log_error(y, np.clip(v, 0, None))))  # a negative guess counts as 0
+
+
+REGISTRY: dict[str, Metric] = {m.name: m for m in [
+    Metric("accuracy", skm.accuracy_score, True, "label", CLASSIFICATION),
+    Metric("balanced_accuracy", skm.balanced_accuracy_score, True, "label", CLASSIFICATION),
+    Metric("roc_auc", _roc_auc, True, "proba", CLASSIFICATION),
+    Metric("log_loss", _log_loss, False, "proba", CLASSIFICATION),
+    Metric("f1", lambda y, p: skm.f1_score(y, p), True, "label", frozenset({"binary"}), tuned_threshold=True),
+    Metric("macro_f1", lambda y, p: skm.f1_score(y, p, average="macro"), True, "label", CLASSIFICATION),
+    Metric("mcc", skm.matthews_corrcoef, True, "label", CLASSIFICATION, tuned_threshold=True),
+    Metric("qwk", lambda y, p: skm.cohen_kappa_score(y, p, weights="quadratic"), True, "label", CLASSIFICATION),
+    Metric("rmse", lambda y, v: float(np.sqrt(skm.mean_squared_error(y, v))), False, "value", REGRESSION),
+    Metric("rmsle", _rmsle, False, "value", REGRESSION),
+    Metric("mae", skm.mean_absolute_error, False, "value", REGRESSION),
+    Metric("r2", skm.r2_score, True, "value", REGRESSION),
+]}
+
+USUAL = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}  # a target type's usual metric
+
+
+def fitting(target_type: str) -> list[str]:
+    """The registry's metrics that can score a target type."""
+    return [name for name, m in REGISTRY.items() if target_type in m.tasks]
+
+
+def get_metric(name: str, target_type: str, folder: Path | None = None) -> Metric:
+    """Metric `name` (a registry name, or a .py file in the competition `folder`), checked against the target type."""
+    metric = _custom(folder / name, name) if name.endswith(".py") and folder is not None else REGISTRY.get(name)
+    if metric is None:
+        raise KitError(f"unknown metric {name!r}; known metrics: {', '.join(REGISTRY)} (or a .py file in the "
+                       "competition folder defining score(y_true, y_pred), GREATER_IS_BETTER and NEEDS)")
+    if target_type not in metric.tasks:
+        raise KitError(f"metric {name!r} cannot score a {target_type} target; metrics that fit: "
+                       f"{', '.join(fitting(target_type))}")
+    return metric
+
+
+def _custom(path: Path, name: str) -> Metric:
+    """A competition's own metric file (executed, like features.py: it is the competition's own code)."""
+    if not path.is_file():
+        raise KitError(f"metric file not found: {path}; put it in the competition folder or name a known metric")
+    spec = importlib.util.spec_from_file_location(f"kit_metric_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    needs = getattr(module, "NEEDS", None)
+    if not callable(getattr(module, "score", None)) or needs not in ("label", "proba", "value") \
+            or not isinstance(getattr(module, "GREATER_IS_BETTER", None), bool):
+        raise KitError(f"{path} must define score(y_true, y_pred), GREATER_IS_BETTER = True/False and "
+                       "NEEDS = 'label', 'proba' or 'value'")
+    tasks = REGRESSION if needs == "value" else CLASSIFICATION
+    return Metric(name, module.score, module.GREATER_IS_BETTER, needs, tasks)
+
+
+def best_threshold(metric: Metric, y: np.ndarray, p: np.ndarray) -> float:
+    """The binary decision threshold on p(positive) that scores best on these rows (grid of their quantiles)."""
+    grid = np.unique(np.quantile(p[:, 1], np.linspace(0.01, 0.99, 99)))
+    scores = [metric.score(y, p, t) for t in grid]
+    return float(grid[int(np.argmax(metric.sign * np.asarray(scores)))])

@@ -1,5 +1,6 @@
 """`make bench`: kit's image training and prediction against the model alone on the same device (the ceiling),
-and a naive per-epoch PIL-decode loader, all measured in the same run; then export and app throughput."""
+and a naive per-epoch PIL-decode loader, all measured in the same run; then export and app throughput. For a
+tabular competition: each learner's fit inside kit against its bare estimator, and the MLP against the model alone."""
 
 from __future__ import annotations
 
@@ -63,14 +64,15 @@ class SyntheticBatches:
         return iter([(self.x, self.y)] * self.steps)
 
 
-def training_rate(state: TrainState, batches, cfg: TrainConfig, epochs: list[int], min_seconds: float) -> float:
-    """Images/s of whole training epochs through the real loop (trainer.train_epoch), until `min_seconds` pass."""
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+def training_rate(state: TrainState, batches, cfg: TrainConfig, epochs: list[int], min_seconds: float,
+                  criterion: torch.nn.Module | None = None) -> float:
+    """Samples/s of whole training epochs through the real loop (trainer.train_epoch), until `min_seconds` pass."""
+    criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     seen, start = 0, time.perf_counter()
     while True:
         epochs[0] += 1
         batches.set_epoch(cfg.seed, epochs[0])
-        loss, _, count = train_epoch(state, batches, criterion, cfg, cfg.seed, epochs[0])
+        loss, count = train_epoch(state, batches, criterion, cfg, cfg.seed, epochs[0])
         loss.item()  # waits for the device: the epoch is done
         seen += count
         if time.perf_counter() - start >= min_seconds:
@@ -214,6 +216,85 @@ def image_pipeline(config: Config, data: Path | None, limit: int | None, device_
     infer_rows, infer_eff = prediction(config, task, samples, device, rounds)
     return [*rows, *train_rows, *infer_rows], f"efficiency train {train_eff:.2f} infer {infer_eff:.2f} " \
                                               f"(device {describe(device)})"
+
+
+def table_pipeline(config: Config, data: Path | None, limit: int | None, device_name: str = "auto",
+                   rounds: int = 2) -> tuple[list[tuple[str, str]], str]:
+    """A tabular competition's fits inside kit against the same work done directly, on one training split of up
+    to `limit` rows (default 50,000): each scikit-learn learner's fit through kit (column choice, fit, compile)
+    against the same estimator fitted directly on the same encoded arrays, and the MLP's training rows/s through
+    kit's batches against the model alone on a batch already on the device. Best of `rounds` each."""
+    from kit import learners
+    from kit.tasks import get_task
+
+    device = resolve(device_name)
+    config = get_task(config).resolve(data)
+    task = get_task(config)
+    samples = task.load("train", data)
+    samples = samples.subset(np.arange(min(len(samples), limit or 50_000)))
+    start = time.perf_counter()
+    state = task.fit(samples)
+    x = task.features(samples, state, train=True)
+    encode = time.perf_counter() - start
+    rows = [("device", describe(device)), ("rows", f"{len(samples)} x {x.shape[1]} encoded features"),
+            ("encoding (fit + encode)", f"{encode:.2f} s ({len(samples) / encode:,.0f} rows/s)")]
+    ratios = {}
+    for name in (n for n in config.learners if n != "net"):
+        kit_rate, direct_rate = learner_rates(task, name, samples, state, x, rounds, learners)
+        ratios[name] = kit_rate / direct_rate
+        rows.append((f"learner {name}", f"kit {kit_rate:,.0f} rows/s, the estimator alone {direct_rate:,.0f} "
+                                        f"rows/s ({ratios[name]:.2f}x)"))
+    if "net" in config.learners:
+        kit_rate, ceiling = mlp_rates(task, config, samples, state, device, rounds)
+        ratios["net"] = kit_rate / ceiling
+        rows.append(("learner net (MLP)", f"kit {kit_rate:,.0f} rows/s, model-only ceiling {ceiling:,.0f} rows/s "
+                                          f"({ratios['net']:.2f}x; batch {config.train.batch_for(len(samples))})"))
+    line = "efficiency " + " ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + f" (device {describe(device)})"
+    return rows, line
+
+
+def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray, rounds: int,
+                  learners) -> tuple[float, float]:
+    """Fit rows/s of learner `name` through kit and of its bare estimator on the same arrays, interleaved."""
+    from threadpoolctl import threadpool_limits
+
+    from kit.encoding import learner_columns
+    from kit.target import forward
+
+    regression = task.config.target.type == "regression"
+    y = forward(samples.y, task.config.target.transform) if regression else samples.y
+    columns = learner_columns(state, name)
+    direct_x = (x if columns is None else x[:, columns]).astype(np.float64)
+    kit_times, direct_times = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        learners.fit_learner(name, task.config, x if columns is None else x[:, columns], y, 0)
+        kit_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with threadpool_limits(limits=1 if len(x) < learners.SMALL else None):
+            learners.estimator(name, task.config, len(x), 0).fit(direct_x, y)
+        direct_times.append(time.perf_counter() - start)
+    return len(x) / min(kit_times), len(x) / min(direct_times)
+
+
+def mlp_rates(task, config: Config, samples: Samples, state: dict, device: torch.device,
+              rounds: int) -> tuple[float, float]:
+    """Training rows/s of the MLP through kit's batches and on one synthetic batch already on the device."""
+    from kit.cv import objective
+
+    cfg = dataclasses.replace(config.train, batch_size=config.train.batch_for(len(samples)))
+    model = task.build_model(state).to(device)
+    kit = task.loader(samples, state, train=True, device=device)
+    train_state = TrainState(model, cfg, len(kit))
+    x0, y0 = next(iter(kit))
+    synthetic = SyntheticBatches(torch.randn_like(x0), y0.clone(), len(kit))
+    rates: dict[str, list[float]] = {"kit": [], "ceiling": []}
+    epochs = [0]
+    criterion = objective(config, samples, state).criterion(device)
+    for _ in range(rounds):
+        for name, batches in (("ceiling", synthetic), ("kit", kit)):
+            rates[name].append(training_rate(train_state, batches, cfg, epochs, 0.0, criterion))
+    return max(rates["kit"]), max(rates["ceiling"])
 
 
 def inference(export_dir: Path, threads: int, repeats: int = 30) -> list[tuple[str, str]]:

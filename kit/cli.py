@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         rows, efficiency = [], ""
         if config.task == "image":
             rows, efficiency = bench.image_pipeline(config, args.data, args.limit, args.device, args.rounds)
+        else:
+            rows, efficiency = bench.table_pipeline(config, args.data, args.limit, args.device, args.rounds)
         export_dir = args.exports / config.competition
         if (export_dir / "meta.json").is_file():
             from kit.device import available_cpus

@@ -319,6 +319,9 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+# Keys of older configs and where they went, so an old config is told what to write instead.
+MOVED = {"data.target": "target.column (target: {column: <name>, type: binary | multiclass | regression})",
+         "logreg": "the section `linear` (learner `linear`)"}
 SEED_MAX = 2**31 - 1  # seeds feed NumPy (below 2**32) with the fold number added
 MAX_SIDE = 4096  # pixels: a larger decode cache would not fit any machine's memory
 MAX_WORKERS = 256  # processes
@@ -487,6 +490,8 @@ def build(cls: Any, data: Any, where: str, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(hints))
     if unknown:
         name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        if name in MOVED:
+            raise KitError(f"{where}: config key {name!r} is now {MOVED[name]}")
         raise KitError(f"{where}: unknown config key {name!r};{_did_you_mean(name)} valid keys: {', '.join(hints)}")
     kwargs = {}
     for key, value in data.items():

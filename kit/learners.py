@@ -52,22 +52,26 @@ SMALL = 20_000  # rows: below this, one thread fits faster than OpenMP's many (T
 EARLY_STOPPING_ROWS = 10_000  # gbdt.early_stopping=auto: on from this many training rows (scikit-learn's own rule)
 
 
+def estimator(name: str, config: Config, rows: int, seed: int):
+    """The unfitted scikit-learn estimator of learner `name` for a fold of `rows` training rows."""
+    regression = config.target.type == "regression"
+    cls = _estimator(name, regression)
+    if name == "gbdt":
+        g = config.gbdt
+        stop = rows >= EARLY_STOPPING_ROWS if g.early_stopping == "auto" else g.early_stopping
+        return cls(learning_rate=g.learning_rate, max_iter=g.max_iter, max_leaf_nodes=g.max_leaf_nodes,
+                   max_depth=g.max_depth or None, min_samples_leaf=g.min_samples_leaf,
+                   l2_regularization=g.l2_regularization, early_stopping=stop, validation_fraction=0.1,
+                   n_iter_no_change=20, random_state=seed)
+    if regression:
+        return cls(alphas=RIDGE_ALPHAS)
+    return cls(C=config.linear.C, max_iter=config.linear.max_iter)
+
+
 def fit_learner(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
     """Fit learner `name` on encoded features `x` (float32) and targets `y` (class indices, or transform(y) values
     for regression); a module mapping x to probabilities [N, K] or values [N, 1]."""
-    regression = config.target.type == "regression"
-    estimator = _estimator(name, regression)
-    if name == "gbdt":
-        g = config.gbdt
-        stop = len(x) >= EARLY_STOPPING_ROWS if g.early_stopping == "auto" else g.early_stopping
-        model = estimator(learning_rate=g.learning_rate, max_iter=g.max_iter, max_leaf_nodes=g.max_leaf_nodes,
-                          max_depth=g.max_depth or None, min_samples_leaf=g.min_samples_leaf,
-                          l2_regularization=g.l2_regularization, early_stopping=stop, validation_fraction=0.1,
-                          n_iter_no_change=20, random_state=seed)
-    elif regression:
-        model = estimator(alphas=RIDGE_ALPHAS)
-    else:
-        model = estimator(C=config.linear.C, max_iter=config.linear.max_iter)
+    model = estimator(name, config, len(x), seed)
     with threadpool_limits(limits=1 if len(x) < SMALL else None):
         model.fit(x.astype(np.float64), y)
     return trees.compile_hgb(model) if name == "gbdt" else trees.compile_linear(model)

@@ -113,6 +113,9 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
     return result
 
 
+RECIPE = {"learners": ["gbdt", "linear", "net"]}  # what a new tabular competition trains
+
+
 def render(new: NewCompetition, data: Path, today: datetime.date) -> str:
     """The config.yaml text; it loads back (yaml.safe_load) to exactly the inferred values."""
     values: dict = {"task": "tabular", "data": {"train": str(data / "train.csv"), "test": str(data / "test.csv"),
@@ -130,6 +133,9 @@ def render(new: NewCompetition, data: Path, today: datetime.date) -> str:
         values["classes"] = new.classes
         lines.append(f"classes: {_scalar(new.classes)}   # label order"
                      + ("; binary: the last is positive" if new.type == "binary" else ""))
+    values["learners"] = RECIPE["learners"]
+    lines += [f"learners: {_scalar(RECIPE['learners'])}   # blended on their out-of-fold predictions "
+              "(README: Learners)"]
     if new.not_in_test:
         values["features"] = {"drop": new.not_in_test}
         lines += ["features:", f"  drop: {_scalar(new.not_in_test)}   # in train.csv but not in test.csv"]

@@ -105,8 +105,8 @@ def _check_values(values: pd.Series, column: str, config: Config, per_class: boo
     kind = "regression" if config.target.type == "regression" else None
     needs = kind or get_metric(config.metric, config.target.type, config.root).needs
     if needs == "label":
-        allowed = config.classes if config.task == "tabular" else list(range(len(config.classes)))
-        bad = ~values.isin(allowed)
+        allowed = config.classes if config.task == "tabular" else [str(i) for i in range(len(config.classes))]
+        bad = ~values.astype(str).isin(allowed)  # as text: a label column read back from a CSV holds numbers
         expected = f"one of {allowed}" if len(allowed) <= 20 else f"one of the {len(allowed)} classes"
     else:
         numbers = pd.to_numeric(values, errors="coerce")
@@ -117,7 +117,7 @@ def _check_values(values: pd.Series, column: str, config: Config, per_class: boo
             expected = "a probability from 0 to 1"
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise KitError(f"submission {column!r} on row {row + 1} is {values.iloc[row]!r}; expected {expected}")
+        raise KitError(f"submission {column!r} on row {row + 1} is {str(values.iloc[row])!r}; expected {expected}")
 
 
 def write_submission(frame: pd.DataFrame, path: Path, expected_ids: list[str], config: Config,

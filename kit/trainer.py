@@ -31,6 +31,7 @@ from kit.batches import derive
 from kit.config import TrainConfig
 from kit.distributed import SINGLE, Dist
 from kit.errors import KitError
+from kit.metrics import REGISTRY
 from kit.mixing import mix_batch
 from kit.objective import Objective
 
@@ -169,16 +170,17 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
     return loss_sum, seen
 
 
-def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: Objective,
+def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: Objective | None = None,
         on_epoch: Callable[[dict], None] | None = None, desc: str = "train", checkpoint: Path | None = None,
         dist: Dist = SINGLE, valid_name: str = "valid") -> FitResult:
     """Train `model` in place on `train` batches (kit/batches.py) for `objective`'s loss, scoring `valid` every
     epoch by its metric; on return it holds the weights of the best validation epoch (train.monitor: the metric or
-    the loss). `valid_name` labels the validation numbers in the log.
+    the loss; default: cross-entropy scored by accuracy). `valid_name` labels the validation numbers in the log.
 
     With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
     from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
     """
+    objective = objective or Objective(REGISTRY["accuracy"])  # classes scored by accuracy
     state = TrainState(model, cfg, len(train), dist, objective.mode)
     criterion = objective.criterion(state.device)
     saved = dist.from_main(lambda: load_checkpoint(checkpoint)) if checkpoint else None

@@ -38,7 +38,7 @@ def test_checkpoints_load_with_weights_only(titanic_run):
 
     run = titanic_run[0] / "titanic" / "latest"
     learners = torch.load(run / "fold0.pt", weights_only=True)  # {learner: state_dict}
-    assert list(learners) == ["net", "gbdt", "logreg"]
+    assert list(learners) == ["net", "gbdt", "linear"]
     assert all(isinstance(v, torch.Tensor) for state in learners.values() for v in state.values())
     assert "preprocessing" in json.loads((run / "fold0.json").read_text())
 

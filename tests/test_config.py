@@ -34,7 +34,7 @@ def test_unknown_competition_lists_the_known_ones():
         ("nope=1", "unknown config key 'nope'"),
         ("cv.folds=many", "expected an integer"),
         ("train.lr=fast", "expected a number"),
-        ("train.monitor=f1", "one of 'accuracy', 'loss'"),
+        ("train.monitor=f1", "one of 'metric', 'loss'"),
         ("cv=3", "must be a mapping"),
         ("cv.folds", "key=value"),
     ],

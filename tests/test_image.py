@@ -239,7 +239,7 @@ def test_image_competition_end_to_end_writes_an_hw3_submission(tmp_path, food_di
     import json
 
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["per_class_accuracy"]) == 11 and len(metrics["folds"]) == 2
+    assert len(metrics["per_class_recall"]) == 11 and len(metrics["folds"]) == 2
     out = tmp_path / "submission.csv"
     predict = run_kit("predict", "--comp", "food11", "--runs", str(runs), "--test", str(food_dir / "test"),
                       "--out", str(out))

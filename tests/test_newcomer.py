@@ -38,18 +38,18 @@ def test_epoch_and_fold_scores_are_labelled_and_recorded(tmp_path, food_dir):
     result = run_kit("train", "--comp", "food11", "--runs", str(tmp_path / "runs"), "--data", str(food_dir),
                      "--set", f"image.cache_dir={tmp_path / 'cache'} {TINY_IMAGES}")
     assert result.returncode == 0, result.stderr
-    assert re.search(r"fold 0 epoch 1/2  train loss \S+ acc \S+  valid@32 loss \S+ acc \S+", result.stderr)
+    assert re.search(r"fold 0 epoch 1/2  train loss \S+  valid@32 loss \S+ accuracy \S+", result.stderr)
     fold_line = re.search(r"fold 0: OOF@48\+TTA accuracy (\S+) \(best epoch (\d) of 2, valid@32 accuracy (\S+)\)",
                           result.stderr)
     assert fold_line, result.stderr
     metrics = json.loads((tmp_path / "runs" / "food11" / "latest" / "metrics.json").read_text())
     fold0 = metrics["folds"][0]
-    assert f"{fold0['accuracy']:.4f}" == fold_line[1] and f"{fold0['best_epoch_valid_accuracy']:.4f}" == fold_line[3]
-    assert metrics["measured"]["accuracy"].startswith("OOF@48+TTA: ")
-    assert metrics["measured"]["best_epoch_valid_accuracy"].startswith("valid@32: ")
+    assert f"{fold0['score']:.4f}" == fold_line[1] and f"{fold0['best_epoch_valid_score']:.4f}" == fold_line[3]
+    assert metrics["measured"]["score"].startswith("OOF@48+TTA: accuracy")
+    assert metrics["measured"]["best_epoch_valid_score"].startswith("valid@32: accuracy")
     history = json.loads((tmp_path / "runs" / "food11" / "latest" / "fold0.json").read_text())["history"]
     best = history[int(fold_line[2]) - 1]
-    assert best["valid_accuracy"] == fold0["best_epoch_valid_accuracy"]
+    assert best["valid_score"] == fold0["best_epoch_valid_score"]
     # curves.png: the per-epoch curve and each fold's own score, both named by what they measured.
     epoch_rows = [{"fold": f["fold"], **row} for f in metrics["folds"] for row in json.loads(
         (tmp_path / "runs" / "food11" / "latest" / f"fold{f['fold']}.json").read_text())["history"]]
@@ -57,7 +57,7 @@ def test_epoch_and_fold_scores_are_labelled_and_recorded(tmp_path, food_dir):
     handles, labels = figure.axes[1].get_legend_handles_labels()
     assert labels == ["fold 0 valid@32", "fold 0 OOF@48+TTA", "fold 1 valid@32", "fold 1 OOF@48+TTA"]
     star = handles[1].get_data()
-    assert (list(star[0]), list(star[1])) == ([fold0["best_epoch"]], [fold0["accuracy"]])
+    assert (list(star[0]), list(star[1])) == ([fold0["best_epoch"]], [fold0["score"]])
 
 
 # 2. Ctrl-C prints the RESUME= line; predict then takes the last finished run and says so.

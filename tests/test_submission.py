@@ -31,9 +31,10 @@ def test_good_submission_is_written_atomically(config, tmp_path):
         (lambda f: f.assign(PassengerId=["892", "893", "999"]), "lacks test ids ['894']"),
         (lambda f: f.assign(PassengerId=["892", "892", "894"]), "repeats ids"),
         (lambda f: f.rename(columns={"Survived": "survived"}), "expected ['PassengerId', 'Survived']"),
-        (lambda f: f.assign(Survived=[0, 2, 1]), "from 0 to 1"),
-        (lambda f: f.assign(Survived=[0, -1, 1]), "from 0 to 1"),
-        (lambda f: f.assign(Survived=[0, 0.5, 1]), "integer class index"),
+        (lambda f: f.assign(Survived=[0, 2, 1]), "on row 2 is '2'; expected one of ['0', '1']"),
+        (lambda f: f.assign(Survived=[0, -1, 1]), "on row 2 is '-1'; expected one of ['0', '1']"),
+        (lambda f: f.assign(Survived=[0, 0.5, 1]), "on row 1 is '0.0'; expected one of ['0', '1']"),
+        (lambda f: f.assign(Survived=[0.2, 0.9, 0.4]), "expected one of ['0', '1']"),  # accuracy scores labels
     ],
 )
 def test_validator_rejects_bad_submissions_and_writes_nothing(config, tmp_path, mutate, message):
@@ -48,6 +49,6 @@ def test_sorting_by_id_is_numeric_for_zero_padded_ids(config):
     config.submission.sort_by_id = True
     frame = make_submission(["10", "9", "100", "0002"], np.eye(2)[[0, 1, 1, 0]], config)
     assert frame["PassengerId"].tolist() == ["0002", "9", "10", "100"]
-    assert isinstance(frame, pd.DataFrame) and frame["Survived"].tolist() == [0, 1, 0, 1]
+    assert isinstance(frame, pd.DataFrame) and frame["Survived"].tolist() == ["0", "1", "0", "1"]
     text_ids = make_submission(["b10", "a9", "b9"], np.eye(2)[[0, 1, 1]], config)  # not all numbers: text order
     assert text_ids["PassengerId"].tolist() == ["a9", "b10", "b9"]

@@ -8,6 +8,8 @@ from torch.utils.data import TensorDataset
 from kit.batches import DatasetBatches
 from kit.config import TrainConfig
 from kit.errors import KitError
+from kit.metrics import REGISTRY
+from kit.objective import Objective
 from kit.trainer import EarlyStopping, evaluate, fit
 
 CPU = torch.device("cpu")
@@ -52,7 +54,7 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     assert result.epochs_run == result.best_epoch + 3 < 30  # stopped after `patience` bad epochs
     best = result.history[result.best_epoch - 1]
     assert best["best"] and best["valid_loss"] == min(r["valid_loss"] for r in result.history)
-    loss, _ = evaluate(model, _batches(valid, 64, False), nn.CrossEntropyLoss())
+    loss, _ = evaluate(model, _batches(valid, 64, False), nn.CrossEntropyLoss(), Objective(REGISTRY["accuracy"]))
     assert abs(loss - best["valid_loss"]) < 1e-5  # the weights in the model are the best epoch's
 
 
@@ -84,7 +86,7 @@ def test_a_nan_loss_never_becomes_the_best_epoch():
     train, _ = _conflicting_data()
     torch.manual_seed(0)
     model = BlowsUp(after=8)  # 8 steps per epoch: epoch 1 is finite, epoch 2 is not
-    cfg = TrainConfig(epochs=5, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="accuracy", patience=5)
+    cfg = TrainConfig(epochs=5, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="metric", patience=5)
     result = fit(model, _batches(train), _batches(train, 64, False), cfg, seed=0)
     assert result.best_epoch == 1 and result.epochs_run == 2  # stopped at the first non-finite epoch
     assert not result.history[1]["best"] and math.isnan(result.history[1]["train_loss"])
@@ -112,5 +114,5 @@ def test_train_compile_trains_and_keeps_plain_state_dict_keys():
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     before = model[0].weight.detach().clone()
     result = fit(model, _batches(train), _batches(train, 64, False), TrainConfig(epochs=2, compile=True), seed=0)
-    assert result.history[-1]["valid_accuracy"] > 0.6 and not torch.equal(before, model[0].weight)
+    assert result.history[-1]["valid_score"] > 0.6 and not torch.equal(before, model[0].weight)
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # checkpoints and exports load

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from kit.errors import KitError
-from kit.trees import compile_hgb, compile_logreg, from_state_dict
+from kit.trees import compile_hgb, compile_linear, from_state_dict
 
 EAGER_TOL = 1e-6
 EXPORT_TOL = 1e-5
@@ -45,7 +45,7 @@ def one_openmp_thread():
 
 # name: (number of classes, HGB config or None for a logistic regression)
 CASES = {**{f"hgb_{k}class_{name}": (k, config) for k in (2, 3) for name, config in HGB_CASES.items()},
-         **{f"logreg_{k}class": (k, None) for k in (2, 3)}}
+         **{f"linear_{k}class": (k, None) for k in (2, 3)}}
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -57,7 +57,7 @@ def case(request) -> tuple:
         model = HistGradientBoostingClassifier(max_iter=10, early_stopping=False, random_state=0, **config).fit(X, y)
         return model, compile_hgb(model), held_out
     model = LogisticRegression(max_iter=500).fit(X, y)
-    return model, compile_logreg(model), held_out
+    return model, compile_linear(model), held_out
 
 
 def at_thresholds(model: HistGradientBoostingClassifier, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,9 +147,9 @@ def test_categorical_splits_are_refused():
 def test_wrong_or_unfitted_models_and_foreign_state_dicts_are_refused():
     with pytest.raises(KitError, match="not fitted"):
         compile_hgb(HistGradientBoostingClassifier())
-    with pytest.raises(KitError, match="HistGradientBoostingClassifier, got LogisticRegression"):
+    with pytest.raises(KitError, match="HistGradientBoosting model, got LogisticRegression"):
         compile_hgb(LogisticRegression())
     with pytest.raises(KitError, match="fitted LogisticRegression"):
-        compile_logreg(LogisticRegression())
+        compile_linear(LogisticRegression())
     with pytest.raises(KitError, match="not a compiled"):
         from_state_dict({"fc.weight": torch.zeros(2, 2)})

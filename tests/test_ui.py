@@ -29,7 +29,8 @@ SHOP_CONFIG = """\
 # A generated tabular competition with other columns than Titanic's and no feature code.
 task: tabular
 classes: [low, mid, high]
-data: {train: train.csv, test: test.csv, id: id, target: label}
+data: {train: train.csv, test: test.csv, id: id}
+target: {column: label}
 features:
   raw_numeric: [size, weight]
   raw_text: [colour, note]

@@ -57,7 +57,11 @@ def about(meta: dict) -> str:
     cv = meta.get("cv") or {}
     score = f"{cv['mean']:.4f} ± {cv['std']:.4f} (OOF {cv['oof']:.4f})" if cv else "n/a"
     tta = ", ".join(meta["tta"]["views"]) if meta.get("tta") else "none"
-    return (f"**{meta['competition']}** ({meta['task']}, {len(meta['classes'])} classes) · CV accuracy {score} · "
+    metric = (meta.get("metric") or {}).get("name", "accuracy")
+    target = meta.get("target") or {}
+    kind = f"regression of {target.get('column')}" if target.get("type") == "regression" else \
+        f"{len(meta['classes'])} classes"
+    return (f"**{meta['competition']}** ({meta['task']}, {kind}) · CV {metric} {score} · "
             f"{meta.get('folds', '?')} folds · TTA: {tta} · exported {meta.get('created', '?')}")
 
 
@@ -258,12 +262,13 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
                 return {}, f"**Cannot load the export:** {exc}"
             start = time.perf_counter()
             try:
-                p = predictor.predict_proba(row)[0]
+                p = predictor.outputs(row)[0]
             except KitError as exc:
                 return {}, f"**Cannot predict:** {exc}"
             ms = (time.perf_counter() - start) * 1000
-            return ({c: float(v) for c, v in zip(predictor.classes, p, strict=True)},
-                    f"Answered in {ms:.1f} ms ({loaded(predictor)}).")
+            answer = f"{p[0]:.6g}" if predictor.regression else \
+                {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
+            return answer, f"Answered in {ms:.1f} ms ({loaded(predictor)})."
         return predict_row
 
     def load_problem(comp: str) -> str:
@@ -320,14 +325,17 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
                         t_device = gr.Radio(devices(), value="auto", label="Device")
                         t_button = gr.Button("Predict", variant="primary")
                     with gr.Column():
-                        t_label = gr.Label(label="Class probabilities", num_top_classes=len(meta["classes"]))
+                        regression = (meta.get("target") or {}).get("type") == "regression"
+                        t_label = gr.Label(label=f"Predicted {meta['target']['column']}" if regression
+                                           else "Class probabilities", num_top_classes=len(meta["classes"]) or None)
                         t_status = gr.Markdown(problem, label="status")
                         gr.Markdown(about(meta))
                 t_button.click(tabular_endpoint(columns, row_predictor(comp_name)), [*fields, t_backend, t_device],
                                [t_label, t_status], api_name=api_name(comp_name))
         with gr.Tab("About"):
             gr.Markdown("\n\n".join(about(m) for m in metas.values()))
-            gr.Code(json.dumps({c: {k: m.get(k) for k in ("classes", "input", "tta", "cv", "parity", "versions")}
+            keys = ("target", "metric", "classes", "input", "tta", "cv", "parity", "versions")
+            gr.Code(json.dumps({c: {k: m.get(k) for k in keys}
                                 for c, m in metas.items()}, indent=1), language="json", label="meta.json")
     return app.queue(default_concurrency_limit=2, max_size=64)
 

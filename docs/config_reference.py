@@ -1,8 +1,8 @@
-"""The configuration reference page, generated from kit/config.py.
+"""The configuration reference, generated from kit/config.py.
 
-MkDocs runs it as a hook (mkdocs.yml) on every build; `python docs/config_reference.py` prints the page. Meanings
-come from the comments where each key is declared (see kit/config.py's docstring), ranges from its range rules; a
-key or section without a meaning stops the build, so the page cannot fall behind the code.
+MkDocs runs this file as a hook (mkdocs.yml) on every build: the tables replace MARKER in docs/configuration.md.
+`python docs/config_reference.py` prints them. Meanings come from the comments where each key is declared (see
+kit/config.py's docstring), ranges from its range rules; a key or section without a meaning stops the build.
 """
 
 from __future__ import annotations
@@ -19,18 +19,7 @@ from typing import Any, Literal
 import yaml
 
 PAGE = "configuration.md"
-
-INTRO = """# Configuration reference
-
-A competition is `competitions/<name>/config.yaml`; every key below can be set there, in a recipe file laid
-over it (`RECIPE=gpu` reads `gpu.yaml` beside it; only the keys it names change), or for one run with
-`SET="section.key=value other.key=value"` (`--set section.key=value` without make). An unknown key, a value of
-the wrong type or one outside its range stops the command before anything runs, naming the key, the value and
-what is allowed. The run's own `config.yaml` records what was used.
-
-This page is generated from `kit/config.py` by `make docs`: the types and defaults are the dataclasses', the
-meanings are the comments beside each key, the ranges are the checks `load_config` applies.
-"""
+MARKER = "<!-- generated: config reference -->"
 
 
 class UndocumentedError(ValueError):
@@ -125,9 +114,9 @@ def sections(root: type, prefix: str = "") -> list[tuple[str, type, list[datacla
 
 
 def markdown(root: type, ranges: dict[str, str]) -> str:
-    """The reference page for dataclass `root`: a table per section, every key with its meaning."""
+    """The reference for dataclass `root`: a table per section, every key with its meaning."""
     meanings = field_comments(inspect.getsource(inspect.getmodule(root)))
-    out = [INTRO]
+    out = []
     for prefix, cls, values in sections(root):
         doc = inspect.getdoc(cls) if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None
         if prefix and not doc:
@@ -168,16 +157,18 @@ def kit_reference() -> str:
     return markdown(Config, kit_ranges())
 
 
-def on_files(files: Any, config: Any) -> Any:
-    """MkDocs hook: add the generated page to the site."""
+def on_page_markdown(text: str, page: Any, config: Any, files: Any) -> str:
+    """MkDocs hook: the configuration page gets the tables generated from kit/config.py."""
     from mkdocs.exceptions import PluginError
-    from mkdocs.structure.files import File
 
+    if page.file.src_uri != PAGE:
+        return text
+    if MARKER not in text:
+        raise PluginError(f"configuration reference: docs/{PAGE} lost the line {MARKER} where the tables go")
     try:
-        files.append(File.generated(config, PAGE, content=kit_reference()))
+        return text.replace(MARKER, kit_reference())
     except UndocumentedError as exc:
         raise PluginError(f"configuration reference: {exc}") from None
-    return files
 
 
 if __name__ == "__main__":

@@ -190,3 +190,14 @@ def test_the_site_builds_strictly(tmp_path):
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "site" / "configuration" / "index.html").read_text()
     assert "<code>train.num_workers</code>" in page and "generated: config reference" not in page
+
+
+def test_readme_links_reach_existing_pages_and_headings():
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", (ROOT / "README.md").read_text())
+    assert len(links) >= 15
+    for path, anchor in links:
+        target = ROOT / path
+        assert target.is_file(), path
+        headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M) if target.suffix == ".md" else []
+        slugs = {re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", h.strip().lower())) for h in headings}
+        assert not anchor or anchor in slugs, f"README links to {path}#{anchor}; headings there: {sorted(slugs)}"

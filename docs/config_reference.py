@@ -37,13 +37,16 @@ def field_comments(source: str) -> dict[tuple[str, str], str]:
     for cls, node in fields:
         meanings[(cls, node.target.id)] = [trailing[line] for line in range(node.lineno, node.end_lineno + 1)
                                            if line in trailing]
+    def has_trailing(node: ast.AnnAssign) -> bool:
+        return any(line in trailing for line in range(node.lineno, node.end_lineno + 1))
+
     for block in _blocks(alone):
         text = " ".join(alone[line] for line in block)
         above = ends.get(block[0] - 1)
         below = starts.get(block[-1] + 1)
-        # Right below a key with a trailing comment, a block continues it; a block meant for the key below then
-        # needs a blank line above it.
-        if above is not None and any(line in trailing for line in range(above[1].lineno, block[0])):
+        # A block describes the key below it, unless it sits right below a key with a trailing comment and the key
+        # below has one of its own: then it continues the upper one. A blank line above a block ends that question.
+        if above is not None and has_trailing(above[1]) and (below is None or has_trailing(below[1])):
             meanings[(above[0], above[1].target.id)].append(text)
         elif below is not None:
             meanings[(below[0], below[1].target.id)].insert(0, text)

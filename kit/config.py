@@ -1,9 +1,10 @@
 """Typed configuration: competitions/<name>/config.yaml plus `--set key=value` overrides.
 
 Every key is documented where it is declared, and `make docs` builds the configuration reference from it: a
-section's meaning is its dataclass docstring; a key's is its trailing comment (continued on the comment lines
-right below it) and the comment block right above it (a blank line before that block when the key above has a
-trailing comment). Ranges come from `_range_rules` and `_learner_rules`. A key without a meaning fails the build.
+section's meaning is its dataclass docstring; a key's is its trailing comment and the comment block right above
+it. Comment lines right below a key with a trailing comment continue it when the next key has a trailing comment
+of its own (a blank line above a block gives it to the key below). Ranges come from `_range_rules` and
+`_learner_rules`. A key without a meaning fails the build.
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ class Inner:
     c: str = "x"  # and trailing
 
     # above d
-    d: list[int] = field(default_factory=list)
+    d: list[int] = field(default_factory=list)  # d's own
+    # above f, which has no comment of its own
+    f: int = 0
 
 
 @dataclass
@@ -92,7 +94,8 @@ def test_meanings_come_from_the_comments_and_an_undocumented_key_stops_the_build
     generator = load_generator()
     assert generator.field_comments(UNDOCUMENTED) == {
         ("Inner", "a"): "trailing, continued", ("Inner", "b"): "b's own", ("Inner", "c"): "above c and trailing",
-        ("Inner", "d"): "above d", ("Root", "inner"): "", ("Root", "e"): ""}
+        ("Inner", "d"): "above d d's own", ("Inner", "f"): "above f, which has no comment of its own",
+        ("Root", "inner"): "", ("Root", "e"): ""}
     (tmp_path / "undocumented_config.py").write_text(UNDOCUMENTED)
     monkeypatch.syspath_prepend(str(tmp_path))
     module = __import__("undocumented_config")

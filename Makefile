@@ -98,7 +98,7 @@ lint: setup  ## ruff
 
 # The configuration page is generated from kit/config.py while building (docs/config_reference.py, a MkDocs hook).
 docs: setup  ## build the documentation site into site/ (strict: a broken link or an undocumented config key fails)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: setup  ## the documentation site on http://127.0.0.1:8000, rebuilt as pages change
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve

@@ -36,10 +36,10 @@ endif
 PORT    ?= 7860
 EXPORTS ?= exports
 
-.PHONY: setup new train predict compare export ui data bench test lint clean help
+.PHONY: setup new train predict compare export ui data bench test lint docs docs-serve clean help
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*## ' Makefile | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
 # TORCH=cpu: PyTorch's CPU-only wheels first (PyPI's Linux torch is the CUDA build, about 3 GB of CUDA libraries);
 # the install below then keeps them, since they satisfy kit's torch requirement.
@@ -110,7 +110,14 @@ test: setup  ## run the test suite
 	$(PY) -m pytest
 
 lint: setup  ## ruff
-	$(VENV)/bin/ruff check kit tests competitions ui
+	$(VENV)/bin/ruff check kit tests competitions ui docs
 
-clean:  ## remove runs/ and exports (keeps .venv)
-	rm -rf runs exports/*/
+# The configuration page is generated from kit/config.py while building (docs/config_reference.py, a MkDocs hook).
+docs: setup  ## build the documentation site into site/ (strict: a broken link or an undocumented config key fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup  ## the documentation site on http://127.0.0.1:8000, rebuilt as pages change
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+clean:  ## remove runs/, exports and the built docs (keeps .venv)
+	rm -rf runs exports/*/ site

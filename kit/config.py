@@ -1,4 +1,11 @@
-"""Typed configuration: competitions/<name>/config.yaml plus `--set key=value` overrides."""
+"""Typed configuration: competitions/<name>/config.yaml plus `--set key=value` overrides.
+
+Every key is documented where it is declared, and `make docs` builds the configuration reference from it: a
+section's meaning is its dataclass docstring; a key's is its trailing comment and the comment block right above
+it. Comment lines right below a key with a trailing comment continue it when the next key has a trailing comment
+of its own (a blank line above a block gives it to the key below). Ranges come from `_range_rules` and
+`_learner_rules`. A key without a meaning fails the build.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +27,11 @@ COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
 @dataclass
 class DataConfig:
+    """Where the competition's data is and which columns hold the ids and the labels."""
+
     train: str = "data/train.csv"  # tabular: a CSV; image: a folder with train/ (+ valid/). Relative to the comp.
     test: str = "data/test.csv"  # tabular: a CSV; image: a folder of unlabeled images
-    id: str = "id"  # tabular: the id column of both files
+    id: str = "id"  # tabular: the id column of both CSVs
     sample: str | None = None  # the competition's sample_submission.csv: submission.csv takes its header and ids
     kaggle: str | None = None  # Kaggle competition slug that `make data` downloads
 
@@ -41,8 +50,9 @@ class TargetConfig:
 
 @dataclass
 class FeaturesConfig:
-    """Listed columns (raw_numeric / raw_text given, as Titanic does) or, when none are listed, every column's kind
-    inferred on each training fold (kit/columns.py); then numeric / categorical / drop only force kinds."""
+    """Tabular: the raw columns a row needs and the features made from them (fitted per training fold). Listed
+    columns (raw_numeric / raw_text given, as Titanic does) or, when none are listed, every column's kind inferred
+    on each training fold (kit/columns.py); then numeric / categorical / drop only force kinds."""
 
     code: str | None = None  # file in the competition folder defining engineer(df) -> df (row-wise, label-free)
     raw_numeric: list[str] = field(default_factory=list)  # required input columns parsed as numbers
@@ -52,6 +62,7 @@ class FeaturesConfig:
     drop: list[str] = field(default_factory=list)  # columns left out (inferred kinds only)
     impute_by: dict[str, str] = field(default_factory=dict)  # numeric column -> group column for median imputation
     counts: dict[str, str] = field(default_factory=dict)  # new column -> key column whose frequency it counts
+
     # new column -> key column: the label shares of the *other* training-fold rows sharing the row's key (for
     # binary tasks the positive share; one column per class after the first) and how many such rows there are.
     # Fitted in each training fold; a row's own label never reaches its own features (kit/encoding.py).
@@ -60,14 +71,17 @@ class FeaturesConfig:
 
 @dataclass
 class ImageConfig:
+    """Image decoding, its cache and the sizes images are trained and predicted at."""
+
     size: int = 160  # training crops are size x size
+
     # Images are decoded once at test_size x test_size (aspect squashed) and cached; OOF predictions, the test
     # set and exports run at that size (per-epoch validation at `size`, which is cheaper). Larger than `size`
     # helps: random-resized-crop training shows objects bigger than a whole-image resize does, and testing
     # at ~1.2-1.4x the crop size makes up for it (FixRes).
     test_size: int = 0  # 0: the same as size
     mean: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
-    std: list[float] | None = None
+    std: list[float] | None = None  # normalisation; None takes the model's own (timm pretrained_cfg)
     cache_dir: str = ".cache/kit"  # relative to the working directory
     decode_workers: int | Literal["auto"] = "auto"  # processes decoding into the cache; auto: one per CPU
     batch_size: int = 64  # OOF predictions and export parity batches (`make predict` uses predict.batch_size)
@@ -77,13 +91,16 @@ class ImageConfig:
 
 @dataclass
 class AugmentConfig:
+    """Training augmentation of images."""
+
     scale: list[float] = field(default_factory=lambda: [0.35, 1.0])  # random resized crop: area range
-    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
-    hflip: float = 0.5  # probabilities
-    vflip: float = 0.0
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])  # random resized crop: aspect ratio range
+    hflip: float = 0.5  # probability of a horizontal flip
+    vflip: float = 0.0  # probability of a vertical flip
     rotate: float = 0.0  # max degrees
     color_jitter: float = 0.2  # brightness/contrast/saturation strength; 0 disables
-    hue: float = 0.02
+    hue: float = 0.02  # hue jitter strength (turns of the colour circle); 0 disables
+
     # Where and how: `tensor` augments whole batches on the training device (kit/augment.py), `albumentations`
     # augments each sample on the CPU in loader workers. auto: tensor on CUDA, albumentations on the CPU
     # (faster there: 3,000-3,100 vs 770-1,060 images/s on 2 idle cores, 224 -> 160 px).
@@ -92,6 +109,9 @@ class AugmentConfig:
 
 @dataclass
 class TTAConfig:
+    """Test-time augmentation: the views each fold model sees, inside the served module."""
+
+    # each view's probabilities are averaged; zoom: a central crop of 7/8 of the side, resized back
     views: list[Literal["identity", "hflip", "vflip", "zoom", "zoom_hflip"]] = field(
         default_factory=lambda: ["identity"]
     )
@@ -100,6 +120,8 @@ class TTAConfig:
 
 @dataclass
 class PredictConfig:
+    """`make predict` on the eager fold ensemble."""
+
     # Autocast for `predict` (eager ensemble); the log then reports agreement with fp32. Exports stay fp32.
     amp: Literal["off", "bf16", "fp16"] = "off"
     # Test images per batch; each forward pass carries batch x TTA views images. 0: auto, so that a pass holds
@@ -109,10 +131,13 @@ class PredictConfig:
 
 @dataclass
 class CVConfig:
+    """Stratified k-fold cross-validation."""
+
     folds: int | Literal["given"] = 5  # "given": the data's train/valid split as a single fold
-    seed: int = 42
+    seed: int = 42  # seed of the fold split
     groups: str | None = None  # a column: rows sharing its value stay in one fold (stratified where possible)
     time: str | None = None  # a column to order by: each fold trains on the past and validates on the next block
+
     # Repeated CV: the k-fold split again with seeds seed, seed+1, ...; scores get mean ± sd over repeats, and
     # the test predictions average every repeat's folds. Compare recipes with `make compare` on such runs.
     repeats: int = 1
@@ -120,10 +145,12 @@ class CVConfig:
 
 @dataclass
 class ModelConfig:
+    """The network: the `net` learner of a tabular competition, the model of an image one."""
+
     name: str = "mlp"  # mlp (tabular), hw3_cnn, or any timm model name
     pretrained: str = "none"  # auto | none | path to a state_dict file
     hidden: list[int] = field(default_factory=lambda: [64])  # mlp only
-    dropout: float = 0.2
+    dropout: float = 0.2  # dropout rate (timm models: before the classifier; mlp: after each hidden layer)
     drop_path: float = 0.0  # timm models only
     freeze: list[str] = field(default_factory=list)  # modules kept at pretrained weights: [conv_stem, blocks.0]
 
@@ -132,15 +159,16 @@ class ModelConfig:
 class GBDTConfig:
     """Learner `gbdt`: scikit-learn's HistGradientBoosting (classifier or regressor) on the fold's features."""
 
-    learning_rate: float = 0.05
+    learning_rate: float = 0.05  # shrinkage of each tree's contribution
     max_iter: int = 1000  # boosting rounds (the most, with early stopping)
+
     # Stop when 10% of the fold's training part, held out, has not improved for 20 rounds. auto: on from 10,000
     # training rows (below, a fixed max_iter fits every fold the same way)
     early_stopping: bool | Literal["auto"] = "auto"
-    max_leaf_nodes: int = 15
+    max_leaf_nodes: int = 31  # leaves per tree at most
     max_depth: int = 0  # 0: unlimited (max_leaf_nodes bounds the trees)
-    min_samples_leaf: int = 20
-    l2_regularization: float = 1.0
+    min_samples_leaf: int = 20  # training rows per leaf at least
+    l2_regularization: float = 1.0  # L2 penalty on the leaf values
 
 
 @dataclass
@@ -149,31 +177,36 @@ class LinearConfig:
 
     C: float = 1.0  # classification: inverse regularisation strength (smaller is stronger); regression: RidgeCV
     # picks its own strength by leave-one-out on the fold
-    max_iter: int = 1000
+    max_iter: int = 1000  # solver iterations at most (lbfgs)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    # 0: auto, sized to the rows for tables (rows / 50 as a power of two, from 32 to 4096: a 1M-row table takes
-    # ~250 steps an epoch, not 15,000), 64 for images
+    """The training loop shared by every task: AdamW, linear warm-up then cosine decay, early stopping."""
+
+    epochs: int = 30  # epochs per fold at most (early stopping may end a fold sooner)
+
+    # training samples per step (under torchrun data-parallel: the global batch); 0: auto, sized to the rows for
+    # tables (rows / 50 as a power of two, from 32 to 4096: a 1M-row table takes ~250 steps an epoch, not
+    # 15,000), 64 for images
     batch_size: int = 0
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
+    lr: float = 3e-3  # peak learning rate of AdamW
+    weight_decay: float = 1e-2  # AdamW weight decay
+    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr, then cosine decay to 0 by the last epoch
     grad_clip: float = 1.0  # max gradient norm; 0 disables
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # share of each label spread evenly over the classes
     mixup: float = 0.0  # Beta(alpha, alpha) for mixup; 0 disables
     cutmix: float = 0.0  # Beta(alpha, alpha) for cutmix (images); 0 disables; with both, each batch picks one
     class_weights: bool = False  # weight the loss by inverse class frequency (imbalanced data)
     amp: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on CUDA, fp32 on CPU
-    monitor: Literal["metric", "loss"] = "metric"  # early stopping on the competition's metric or the loss
+    monitor: Literal["metric", "loss"] = "metric"  # what picks the best epoch and stops early: the metric or loss
     patience: int = 5  # epochs without improvement before stopping
     min_epochs: int = 0  # patience starts counting only after this many epochs (let a decaying schedule finish)
     min_delta: float = 0.0  # smallest change of the monitored value that counts as improvement
-    seed: int = 42
+    seed: int = 42  # fold k seeds Python, NumPy and torch with seed + k
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU kernels; CPU runs repeat anyway)
-    num_workers: int | Literal["auto"] = "auto"  # DataLoader processes; auto: see kit/trainer.py loader_workers
+    num_workers: int | Literal["auto"] = "auto"  # DataLoader processes; auto: min(8, CPUs - 1) when
+    # training on a GPU, none on a CPU-only machine (kit/tasks/image.py loader_workers)
     compile: bool = False  # torch.compile the model for training (CUDA: faster steps after a compile per fold)
 
     def batch_for(self, rows: int | None = None) -> int:
@@ -187,16 +220,21 @@ class TrainConfig:
 
 @dataclass
 class SubmissionConfig:
-    id_column: str = ""  # "": data.id (tabular); with data.sample, the sample's header wins
-    target_column: str = ""  # "": target.column (tabular)
+    """The columns of submission.csv (with data.sample, the sample's header wins)."""
+
+    id_column: str = ""  # header of the id column; "": data.id
+    target_column: str = ""  # header of the predicted column; "": target.column
     sort_by_id: bool = False  # False keeps the test file's order
 
 
 @dataclass
 class Config:
-    competition: str
-    task: Literal["tabular", "image"]
-    # Label order = output order. Image: required. Tabular classification: [] takes the sorted training labels
+    """A competition's config.yaml: top-level keys and one section per part of the pipeline."""
+
+    competition: str  # the competition's name (default: its folder's name)
+    task: Literal["tabular", "image"]  # required: the data type, which decides the task code in kit/tasks/
+
+    # class names in output order. Image: required. Tabular classification: [] takes the sorted training labels
     # (binary: the last is the positive class); regression: none
     classes: list[str] = field(default_factory=list)
     metric: str = "accuracy"  # the competition's metric (kit/metrics.py), or a .py file in the competition folder
@@ -210,7 +248,7 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
-    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, logreg: scikit-learn.
+    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, linear: scikit-learn.
     learners: list[Literal["net", "gbdt", "linear"]] = field(default_factory=lambda: ["net"])
     # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
     blend: Literal["auto", "weights", "mean"] = "auto"
@@ -285,18 +323,22 @@ def check_learners(config: Config) -> None:
     if config.task == "image" and config.learners != ["net"]:
         raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network only: "
                        "learners: [net] (gbdt and linear are tabular learners)")
-    g = config.gbdt
-    rules = [("cv.repeats", config.cv.repeats, 1, 100), ("gbdt.max_iter", g.max_iter, 1, 100_000),
-             ("gbdt.max_leaf_nodes", g.max_leaf_nodes, 2, 100_000), ("gbdt.max_depth", g.max_depth, 0, 1_000),
-             ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
-             ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
-             ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
-             ("linear.C", config.linear.C, 1e-9, 1e9), ("linear.max_iter", config.linear.max_iter, 1, 1_000_000)]
-    for key, value, low, high in rules:
+    for key, value, low, high in _learner_rules(config):
         if not low <= value <= high:  # also refuses NaN
             raise KitError(f"config key {key!r} is {value}; it must be in [{low:g}, {high:g}]")
     if config.cv.repeats > 1 and config.cv.folds == "given":
         raise KitError("cv.repeats > 1 needs cv.folds as a number: the given split is the same every time")
+
+
+def _learner_rules(config: Config) -> list[tuple[str, Any, float, float]]:
+    """(key, value, low, high) for repeats and the scikit-learn learners' settings (both ends included)."""
+    g = config.gbdt
+    return [("cv.repeats", config.cv.repeats, 1, 100), ("gbdt.max_iter", g.max_iter, 1, 100_000),
+            ("gbdt.max_leaf_nodes", g.max_leaf_nodes, 2, 100_000), ("gbdt.max_depth", g.max_depth, 0, 1_000),
+            ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
+            ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
+            ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
+            ("linear.C", config.linear.C, 1e-9, 1e9), ("linear.max_iter", config.linear.max_iter, 1, 1_000_000)]
 
 
 def _read_yaml(path: Path) -> dict:

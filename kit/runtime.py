@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 DEVICES = ("auto", "cpu", "cuda")
 GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setup GPU=1` (the `gpu` extra, "
-           "onnxruntime-gpu; README, Runtime)")
+           "onnxruntime-gpu; docs/exports.md, ONNX on the GPU)")
 
 
 class Predictor:

@@ -178,9 +178,10 @@ def test_make_echoes_each_command_on_one_line():
 
 # 5. The install size and the CPU-only alternative.
 
-def test_readme_states_the_install_size_and_the_cpu_only_install(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    quick_start = readme[readme.index("## Quick start"):readme.index("## What a run leaves behind")]
+def test_getting_started_states_the_install_size_and_the_cpu_only_install(tmp_path):
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    quick_start = page[page.index("## Install"):page.index("## What a run leaves behind")]
+    assert "about 6.6 GB" in (ROOT / "README.md").read_text()
     assert "**Install size: about 6.6 GB**" in quick_start and "torch.version.cuda" in quick_start
     assert "CV accuracy 0.626 ± 0.012" in quick_start
     venv = tmp_path / "venv"  # a fresh install: make shows what it would run

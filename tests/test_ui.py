@@ -19,7 +19,7 @@ from kit import runtime
 from kit.errors import KitError
 from ui.app import BACKENDS, api_name, build, serve
 
-# The browser test can point at real exports (e.g. the README screenshot):
+# The browser test can point at real exports (e.g. the README's screenshot, docs/ui.png):
 #   KIT_UI_EXPORTS=exports KIT_UI_COMP=food101-10 KIT_SCREENSHOT=docs/ui.png pytest tests/test_ui.py -k browser
 ROOT = Path(__file__).resolve().parent.parent
 UI_EXPORTS = os.environ.get("KIT_UI_EXPORTS")

@@ -134,6 +134,10 @@ def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test
                        "(or predict from the run: leave FROM out)")
     predictor = runtime.load(export_dir, backend=backend, device=device,
                              trust_code=trust_code or own_code(export_dir, config))
+    # The export knows what was trained (the target type settled from the data, the classes): submit in its terms.
+    target = dataclasses.replace(config.target, **{k: v for k, v in predictor.meta.get("target", {}).items()
+                                                   if k in ("type", "transform")})
+    config = dataclasses.replace(config, target=target, classes=predictor.classes)
     ids, raw = get_task(config).raw_test(test)
     step = PASS_IMAGES["cuda" if predictor.device == "cuda" else "cpu"] * 8
     chunks = [raw[i : i + step] for i in range(0, len(raw), step)]

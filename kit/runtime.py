@@ -115,10 +115,11 @@ class Predictor:
                            f"{self.model_input}; meta.json was edited or belongs to another export; re-run the export")
         dtype = np.uint8 if self.meta["input"]["dtype"] == "uint8" else np.float32
         out = self.run(np.zeros([1, *shape], dtype=dtype))
-        width = int(self.meta["output"]["shape"][1])
+        width = 1 if self.regression else len(self.classes)
         if out.shape != (1, width):
-            raise KitError(f"the model in {self.folder} returns {out.shape[1]} column(s) but meta.json gives "
-                           f"{width}; re-run the export")
+            what = "1 value (a regression)" if self.regression else f"lists {width}"
+            raise KitError(f"the model in {self.folder} returns {out.shape[1]} classes but meta.json {what}; "
+                           "re-run the export")
 
     @property
     def regression(self) -> bool:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from kit import augment
 from kit.config import AugmentConfig
 from kit.distributed import SINGLE, Dist
+from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,11 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, d
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, epoch, SHUFFLE))).numpy()
     if n > batch_size:
         order = order[: n - n % batch_size]
-    local = max(1, batch_size // dist.world)
+    if batch_size % dist.world:  # a shrunk global batch would silently change the recipe
+        fit = max(dist.world, batch_size // dist.world * dist.world)
+        raise KitError(f"train.batch_size {batch_size} does not divide among {dist.world} processes; the global batch "
+                       f"is shared evenly: use a multiple of {dist.world}, e.g. SET=\"train.batch_size={fit}\"")
+    local = batch_size // dist.world
     order = order[: len(order) - len(order) % dist.world][dist.rank :: dist.world]
     return [order[i : i + local] for i in range(0, len(order), local)]
 

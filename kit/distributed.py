@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import numpy as np
@@ -22,6 +23,8 @@ from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+TIMEOUT_VARIABLE = "KIT_COLLECTIVE_TIMEOUT_MINUTES"
+DEFAULT_TIMEOUT_MINUTES = 360
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,22 @@ def setup() -> Dist:
         if torch.cuda.is_available():
             check_nproc(int(os.environ.get("LOCAL_WORLD_SIZE", world)), visible_gpus())
             torch.cuda.set_device(dist.local_rank)
-        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        minutes = collective_timeout()
+        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout=timedelta(minutes=minutes))
+        if dist.main:
+            log.info("torchrun: %d processes; a rank waits at most %d min for the others (%s)", world, minutes,
+                     TIMEOUT_VARIABLE)
     return dist
+
+
+def collective_timeout() -> int:
+    """Minutes a rank may wait at a collective: long, since rank 0 decodes the image cache alone and, with
+    PARALLEL=folds, a rank waits for the slowest fold (NCCL's own default, 10 min, would abort such runs)."""
+    text = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT_MINUTES))
+    if not text.isdigit() or int(text) < 1:
+        raise KitError(f"{TIMEOUT_VARIABLE}={text!r}: give a whole number of minutes of at least 1, "
+                       f"e.g. {DEFAULT_TIMEOUT_MINUTES}")
+    return int(text)
 
 
 def teardown() -> None:

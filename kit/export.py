@@ -95,7 +95,7 @@ def check_parity(module: torch.nn.Module, folder: Path, x: torch.Tensor, input_n
             backends = _backends(folder, input_name, where)
             for batch in (x[:1], x):
                 eager = module(batch.to(where)).cpu().numpy()
-                for backend, run in backends.items():
+                for backend, (run, _) in backends.items():
                     out = run(batch)
                     diff = float(np.abs(out - eager).max())
                     worst[backend] = max(worst[backend], diff)
@@ -105,21 +105,22 @@ def check_parity(module: torch.nn.Module, folder: Path, x: torch.Tensor, input_n
                             f"export parity failed: {backend} differs from the eager ensemble by {diff:.2e} "
                             f"(limit {limit:.1e}) at batch {len(batch)} on {where.type}; nothing was written"
                         )
-        checked += [f"{backend} on {where.type}" for backend in backends]
+        checked += [f"{backend} on {ran_on}" for backend, (_, ran_on) in backends.items()]
     module.to(CPU)
-    return {"batch_sizes": [1, len(x)], "tolerance": TOLERANCE, "samples": "training data", "devices": checked,
+    return {"batch_sizes": [1, len(x)], "tolerance": TOLERANCE, "samples": "training data",
+            "devices": list(dict.fromkeys(checked)),
             "torchscript_max_abs_diff": worst["torchscript"], "onnx_max_abs_diff": worst["onnx"]}
 
 
 def _backends(folder: Path, input_name: str, device: torch.device) -> dict:
-    """{backend: numpy batch -> probabilities} for the saved files on `device` (ONNX on a GPU only where
-    onnxruntime has its CUDA provider)."""
+    """{backend: (numpy batch -> probabilities, the device it really ran on)} for the saved files on `device` (ONNX on
+    a GPU only where onnxruntime's CUDA provider loads: it falls back to the CPU silently, so its session says)."""
     import onnxruntime as ort
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
         scripted = torch.jit.load(str(folder / "model.ts"), map_location=device)
-    backends = {"torchscript": lambda batch: scripted(batch.to(device)).cpu().numpy()}
+    backends = {"torchscript": (lambda batch: scripted(batch.to(device)).cpu().numpy(), device.type)}
     providers: list = ["CPUExecutionProvider"]
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -130,8 +131,16 @@ def _backends(folder: Path, input_name: str, device: torch.device) -> dict:
         if hasattr(ort, "preload_dlls"):
             ort.preload_dlls()  # as kit.runtime does: CUDA/cuDNN from the nvidia-* wheels
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=providers)
-    backends["onnx"] = lambda batch: session.run(None, {input_name: batch.numpy()})[0]
+    if device.type == "cuda" and onnx_device(session) != "cuda":
+        log.warning("ONNX Runtime could not start its CUDA provider (see its message above), so the ONNX export is "
+                    "checked on the CPU only; to serve it on the GPU, %s", GPU_FIX)
+    backends["onnx"] = (lambda batch: session.run(None, {input_name: batch.numpy()})[0], onnx_device(session))
     return backends
+
+
+def onnx_device(session) -> str:
+    """Where an ONNX Runtime session really runs: the provider it kept first, not the one it was asked for."""
+    return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
 
 def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, contract: dict) -> dict:

@@ -26,10 +26,11 @@ class Objective:
         return "max" if self.metric.greater_is_better else "min"
 
     def criterion(self, device: torch.device) -> nn.Module:
-        if self.scale is None:
-            weight = self.class_weights.to(device) if self.class_weights is not None else None
-            return nn.CrossEntropyLoss(weight=weight, label_smoothing=self.label_smoothing)
-        return StandardizedSquaredError(*self.scale)
+        if self.scale is not None:
+            return StandardizedSquaredError(*self.scale)
+        if self.class_weights is not None:
+            return WeightedCrossEntropy(self.class_weights.to(device), self.label_smoothing)
+        return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         """The network's raw outputs as the metric's inputs: probabilities, or values in the target's units."""
@@ -41,6 +42,25 @@ class Objective:
 
     def score(self, outputs: np.ndarray, y: np.ndarray) -> float:
         return self.metric.score(y, self.predictions(outputs))
+
+
+class WeightedCrossEntropy(nn.Module):
+    """nn.CrossEntropyLoss(weight=w, label_smoothing=e)'s value, computed from per-sample weights w[y]. Torch's own
+    weighted, smoothed loss divides by a sum it gathers with a data-dependent masked_select, a host sync every step
+    on a GPU (twice under mixup); this stays on the device."""
+
+    def __init__(self, weight: torch.Tensor, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("weight", weight.float())
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits.float(), dim=1)
+        w = self.weight[y]
+        nll = -(logp.gather(1, y[:, None])[:, 0] * w).sum()
+        smooth = -(logp * self.weight).sum()  # every class's term, weighted by its class: torch's smoothing part
+        e = self.label_smoothing
+        return ((1 - e) * nll + e / logits.shape[1] * smooth) / w.sum()
 
 
 class StandardizedSquaredError(nn.Module):

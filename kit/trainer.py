@@ -247,7 +247,8 @@ def run_epoch(state: TrainState, train, valid, losses: tuple[nn.Module, Objectiv
     value = (valid_score if cfg.monitor == "metric" else valid_loss) if finite else math.nan
     row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "valid_score": valid_score,
            "lr": state.optimizer.param_groups[0]["lr"],
-           "images_per_second": seen * dist.world / max(train_seconds, 1e-9),
+           "images_per_second": seen / max(train_seconds, 1e-9), "train_images": int(seen),  # over all ranks
+           "train_seconds": train_seconds,
            "seconds": time.perf_counter() - start, "finite": finite}
     if state.stopper.step(value, epoch):
         state.best_state = copy.deepcopy(state.model.state_dict())

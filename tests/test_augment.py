@@ -8,6 +8,7 @@ from kit import augment
 from kit.batches import DatasetBatches, DeviceImages, epoch_order
 from kit.config import AugmentConfig
 from kit.distributed import Dist
+from kit.errors import KitError
 from kit.tasks.image import CachedImages, augmentation
 
 CPU = torch.device("cpu")
@@ -75,6 +76,8 @@ def test_training_order_deals_each_sample_to_one_rank_and_evaluation_covers_all(
         epoch_order(50, 8, 1, 3, True, Dist())))  # a new permutation every epoch
     evaluation = [np.concatenate(epoch_order(50, 8, 1, 3, False, Dist(r, 2))) for r in range(2)]
     assert sorted(np.concatenate(evaluation)) == list(range(50))
+    with pytest.raises(KitError, match=r"train.batch_size 8 does not divide among 3 processes.*batch_size=6"):
+        epoch_order(50, 8, 1, 3, True, Dist(0, 3))  # 8 on 3 ranks would silently train batches of 6
 
 
 def _epoch(batches, epoch: int = 2) -> list:
@@ -124,20 +127,24 @@ def test_gpu_batches_match_whether_the_cache_is_resident_or_streamed_and_match_t
 @needs_gpu
 def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     from kit.config import TrainConfig
+    from kit.metrics import REGISTRY
     from kit.models import HW3CNN, ImageClassifier
+    from kit.objective import Objective
     from kit.trainer import TrainState, train_epoch
 
     cuda = torch.device("cuda")
     cfg = TrainConfig(batch_size=8, mixup=0.4, cutmix=1.0, grad_clip=1.0, label_smoothing=0.1)
     model = ImageClassifier(HW3CNN(11), [0.5] * 3, [0.5] * 3).to(cuda).to(memory_format=torch.channels_last)
     batches = DeviceImages(_images(32).numpy(), np.arange(32) % 11, 8, cuda, 32, AugmentConfig(rotate=10))
-    state, criterion = TrainState(model, cfg, len(batches)), torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    # The food11 recipe's loss: class-weighted and label-smoothed (torch's own weighted CE would sync here).
+    objective = Objective(REGISTRY["accuracy"], class_weights=torch.rand(11) + 0.5, label_smoothing=0.1)
+    state, criterion = TrainState(model, cfg, len(batches)), objective.criterion(cuda)
     batches.set_epoch(0, 1)
     train_epoch(state, batches, criterion, cfg, 0, 1)  # warm-up: lazy CUDA initialisation may synchronise
     batches.set_epoch(0, 2)
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call in the epoch raises
     try:
-        loss, correct, seen = train_epoch(state, batches, criterion, cfg, 0, 2)
+        loss, seen = train_epoch(state, batches, criterion, cfg, 0, 2)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert seen == 32 and torch.isfinite(loss)

@@ -183,3 +183,17 @@ def test_an_edited_input_size_in_meta_json_is_named_at_load(image_export, tmp_pa
     expected = r"gives the input shape \[160, 160, 3\] but model.(onnx|ts) takes \[32, 32, 3\]; meta.json was edited"
     with pytest.raises(KitError, match=expected):
         runtime.load(folder, backend=backend, device="cpu")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(),
+                    reason="this onnxruntime can run on CUDA; the test needs one that falls back")
+def test_parity_records_the_device_onnx_really_ran_on(titanic_export):
+    """Asked for CUDA, ONNX Runtime falls back to the CPU without an error: the export's parity record and the
+    runtime read the session's providers, never the request."""
+    import onnxruntime as ort
+
+    model = titanic_export / "exports" / "titanic" / "model.onnx"
+    session = ort.InferenceSession(str(model), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert kit_export.onnx_device(session) == "cpu"
+    parity = json.loads((model.parent / "meta.json").read_text())["parity"]
+    assert parity["devices"] == ["torchscript on cpu", "onnx on cpu"]

@@ -124,3 +124,9 @@ def test_torchrun_on_two_processes_writes_one_run(ddp_data, single_process_run, 
         cv = json.loads((run / "metrics.json").read_text())["cv"]["oof"]
         single = json.loads((single_process_run / "metrics.json").read_text())["cv"]["oof"]
         assert abs(cv - single) <= 0.1, (cv, single)
+        # images/s counts every image once: the epoch's images (summed over ranks) over its training seconds
+        for fold in (0, 1):
+            rows = json.loads((run / f"fold{fold}.json").read_text())["history"]
+            alone = json.loads((single_process_run / f"fold{fold}.json").read_text())["history"]
+            assert [r["train_images"] for r in rows] == [r["train_images"] for r in alone] == [80] * len(rows)
+            assert all(r["images_per_second"] * r["train_seconds"] == pytest.approx(80) for r in rows + alone)

@@ -116,3 +116,18 @@ def test_train_compile_trains_and_keeps_plain_state_dict_keys():
     result = fit(model, _batches(train), _batches(train, 64, False), TrainConfig(epochs=2, compile=True), seed=0)
     assert result.history[-1]["valid_score"] > 0.6 and not torch.equal(before, model[0].weight)
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # checkpoints and exports load
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_class_weighted_loss_equals_torchs_weighted_cross_entropy_and_its_gradient(smoothing):
+    torch.manual_seed(0)
+    weights = torch.rand(11) + 0.2
+    logits, y = torch.randn(37, 11, requires_grad=True), torch.randint(0, 11, (37,))
+    ours = Objective(REGISTRY["accuracy"], class_weights=weights, label_smoothing=smoothing).criterion(
+        torch.device("cpu"))
+    assert not isinstance(ours, nn.CrossEntropyLoss)  # torch's weighted, smoothed loss syncs with the GPU
+    theirs = nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
+    (grad_ours,) = torch.autograd.grad(ours(logits, y), logits)
+    (grad_theirs,) = torch.autograd.grad(theirs(logits, y), logits)
+    torch.testing.assert_close(ours(logits, y), theirs(logits, y), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad_ours, grad_theirs, atol=1e-7, rtol=1e-5)

@@ -9,6 +9,7 @@ derive from (seed, epoch, sample index), never from which worker, rank or batch 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -179,15 +180,44 @@ class DeviceImages:
         return augment.resize(x, self.size)
 
 
+HEADROOM = 0.25  # of the GPU's memory always left to the model, its optimizer state and a batch's activations
+_resident: dict[str, int] = {}  # bytes of image caches now on each GPU (train and valid together)
+
+
 def place(images: np.ndarray, device: torch.device, share: float) -> torch.Tensor:
-    """The image array as a tensor on `device` when it fits in `share` of the free memory there, else on the
-    host (pinned, when the device is a GPU)."""
+    """The image array as a tensor on `device` when cache_fits(), else on the host (pinned, when the device is a
+    GPU); the log says which and why."""
     tensor = torch.from_numpy(images)
     if device.type != "cuda":
         return tensor
-    free, _ = torch.cuda.mem_get_info(device)
-    if tensor.nbytes <= share * free:
-        return tensor.to(device)
-    log.info("image cache %.1f GB exceeds %.0f%% of the GPU's %.1f GB free: streaming batches from pinned memory",
-             tensor.nbytes / 1e9, share * 100, free / 1e9)
-    return tensor.pin_memory()
+    free, total = torch.cuda.mem_get_info(device)
+    usable = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cached blocks
+    key = str(torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device()))
+    fits, why = cache_fits(tensor.nbytes, usable, total, _resident.get(key, 0), share)
+    log.info("image cache %.2f GB %s: %s", tensor.nbytes / 1e9,
+             "on the GPU" if fits else "in pinned host memory, copied per batch", why)
+    if not fits:
+        return tensor.pin_memory()
+    tensor = tensor.to(device)
+    _resident[key] = _resident.get(key, 0) + tensor.nbytes
+    weakref.finalize(tensor, _release, key, tensor.nbytes)
+    return tensor
+
+
+def _release(key: str, nbytes: int) -> None:
+    _resident[key] -= nbytes
+
+
+def cache_fits(nbytes: int, usable: int, total: int, resident: int, share: float) -> tuple[bool, str]:
+    """Whether a cache of `nbytes` may live on a GPU of `total` bytes, where `usable` are free to this process
+    (PyTorch's cached blocks included) and `resident` are held by earlier caches: all caches together within
+    `share` of the total, and HEADROOM of the total left over for the model and its batches; the reason."""
+    gb = 1e9
+    if resident + nbytes > share * total:
+        return False, (f"with the {resident / gb:.2f} GB already cached it would pass image.device_cache = "
+                       f"{share:g} of the GPU's {total / gb:.1f} GB")
+    if usable - nbytes < HEADROOM * total:
+        return False, (f"only {usable / gb:.1f} GB are free and {HEADROOM:.0%} of the GPU's {total / gb:.1f} GB stay "
+                       "for the model and its batches")
+    return True, (f"{(resident + nbytes) / gb:.2f} GB of caches within image.device_cache = {share:g} of "
+                  f"{total / gb:.1f} GB, {(usable - nbytes) / gb:.1f} GB left for the model and its batches")

@@ -85,8 +85,8 @@ class ImageConfig:
     cache_dir: str = ".cache/kit"  # relative to the working directory
     decode_workers: int | Literal["auto"] = "auto"  # processes decoding into the cache; auto: one per CPU
     batch_size: int = 64  # OOF predictions and export parity batches (`make predict` uses predict.batch_size)
-    device_cache: float = 0.5  # CUDA training: keep the fold's images on the GPU when they fit in this share of
-    # its free memory; otherwise batches are copied from pinned host memory
+    device_cache: float = 0.5  # CUDA training: keep the fold's train and valid images on the GPU when together
+    # they fit in this share of its total memory with a quarter left for the model; else copy from pinned memory
 
 
 @dataclass

@@ -148,3 +148,17 @@ def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert seen == 32 and torch.isfinite(loss)
+
+
+def test_the_gpu_cache_budget_counts_every_cache_against_the_total_and_leaves_room_for_the_model():
+    from kit.batches import cache_fits
+
+    gb = 10**9
+    assert cache_fits(3 * gb, usable=70 * gb, total=80 * gb, resident=0, share=0.5)[0]
+    # the valid cache after a 30 GB train cache: free memory alone (50 GB) would take it, the share of 40 GB not
+    fits, why = cache_fits(15 * gb, usable=50 * gb, total=80 * gb, resident=30 * gb, share=0.5)
+    assert not fits and "30.00 GB already cached" in why and "image.device_cache = 0.5" in why
+    # room left for the model and its batches: 25% of the total stays free
+    fits, why = cache_fits(10 * gb, usable=25 * gb, total=80 * gb, resident=0, share=0.5)
+    assert not fits and "stay for the model" in why
+    assert cache_fits(10 * gb, usable=31 * gb, total=80 * gb, resident=0, share=0.5)[0]

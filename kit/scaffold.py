@@ -14,6 +14,7 @@ import yaml
 
 from kit.atomic import write_text
 from kit.columns import infer_kind, infer_kinds
+from kit.config import COMPETITIONS_DIR
 from kit.errors import KitError
 from kit.metrics import REGISTRY, REGRESSION, USUAL, fitting
 
@@ -58,7 +59,9 @@ class NewCompetition:
             lines.append(f"  dropped: {', '.join(self.not_in_test)} (in train.csv only)")
         if self.id_is_date:
             lines.append(f"  note:    the id {self.id} holds dates; kit does not use the id as a feature")
-        return "\n".join([*map(_comment, lines), f"next:  make train predict COMP={self.path.parent.name}"])
+        folder = self.path.parent
+        comp = folder.name if folder.resolve().parent == COMPETITIONS_DIR else str(folder)  # what load_config finds
+        return "\n".join([*map(_comment, lines), f"next:  make train predict COMP={comp}"])
 
 
 def new_competition(comp: str, data: str | Path, competitions: Path, metric: str | None = None,

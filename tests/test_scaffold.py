@@ -103,7 +103,7 @@ def test_cli_subprocess_writes_into_the_given_competitions_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert load(tmp_path / "cal" / "config.yaml")["metric"] == "rmsle"
     assert "type:    regression (METRIC=rmsle is a regression metric)" in done.stdout
-    assert "next:  make train predict COMP=cal" in done.stdout
+    assert f"next:  make train predict COMP={tmp_path / 'cal'}" in done.stdout  # a folder outside competitions/
     again = run_kit("new", "--comp", "cal", "--data", str(data), "--competitions", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr and "FORCE=1" in again.stderr
 

@@ -134,7 +134,7 @@ def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     batches.set_epoch(0, 2)
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call in the epoch raises
     try:
-        loss, correct, seen = train_epoch(state, batches, criterion, cfg, 0, 2)
+        loss, seen = train_epoch(state, batches, criterion, cfg, 0, 2)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert seen == 32 and torch.isfinite(loss)

@@ -178,7 +178,7 @@ def sync_free_epoch(ws: Workspace) -> str:
     from kit.tasks import get_task
     from kit.trainer import TrainState, train_epoch
 
-    config = load_config(COMP, ws.settings, "gpu")
+    config = get_task(load_config(COMP, ws.settings, "gpu")).resolve(None)  # the target type settled, as kit.cv does
     task, device = get_task(config), torch.device("cuda")
     samples = task.load("train")
     state = task.fit(samples)

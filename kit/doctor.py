@@ -242,7 +242,7 @@ class Check:
 
 
 CHECKS = [
-    Check("gpu tests", gpu_tests, 240, gpu=True),
+    Check("gpu tests", gpu_tests, 120, gpu=True),
     Check("onnxruntime on CUDA", lambda ws: cuda_provider(), 30, gpu=True),
     Check("bench", bench, 120),
     Check("train 1 epoch", train, 120),

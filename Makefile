@@ -36,7 +36,7 @@ endif
 PORT    ?= 7860
 EXPORTS ?= exports
 
-.PHONY: setup new train predict compare export ui data bench test lint docs docs-serve clean help
+.PHONY: setup new train predict compare export ui data bench doctor test lint docs docs-serve clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -105,6 +105,13 @@ data: setup  ## download the competition data (Kaggle credentials), or print the
 
 bench: setup  ## training and predict images/s against the model-only ceiling on this device (RECIPE=gpu, DEVICE)
 	$(KIT) bench --comp $(BENCH_COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))
+
+# make doctor needs no setup and no network: .venv's python when there is one, else $(PYTHON) with the packages
+# already installed (a lent GPU machine's system python).
+DOCTOR_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+doctor:  ## prove this machine in < 5 min: torch/CUDA/ONNX Runtime, then GPU tests, bench, train, predict, export
+	$(DOCTOR_PY) -m kit doctor
 
 test: setup  ## run the test suite
 	$(PY) -m pytest

@@ -1,4 +1,5 @@
-"""Command line: `python -m kit train|predict|export|data|bench --comp NAME [--set key=value ...]`."""
+"""Command line: `python -m kit train|predict|export|data|bench --comp NAME [--set key=value ...]`, and
+`python -m kit doctor`."""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--id", dest="id_column", help="the id column (default: inferred)")
     new.add_argument("--force", action="store_true", help="rewrite an existing config.yaml")
     new.add_argument("--competitions", type=Path, help="folder holding the competitions (default: competitions/)")
+    sub.add_parser("doctor", help="this machine's torch, CUDA and ONNX Runtime, then kit's paths end to end on the "
+                                  "shipped sample in a temporary folder (under 5 minutes)")
     return p
 
 
@@ -110,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         print(new_competition(args.comp, args.data, args.competitions or COMPETITIONS_DIR, args.metric, args.target,
                               args.id_column, args.force).summary())
         return 0
+    if args.command == "doctor":
+        from kit.doctor import main as doctor
+
+        return doctor()
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
     config = load_config(args.comp, overrides, args.recipe)

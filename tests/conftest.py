@@ -25,6 +25,16 @@ def run_kit(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
                           timeout=600, env={**CPU_ENV, **(env or {})})
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked gpu (`pytest -m gpu` runs them alone, as `make doctor` does) are skipped without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 @pytest.fixture
 def titanic_train() -> pd.DataFrame:
     return pd.read_csv(TITANIC / "train.csv", dtype=str, keep_default_na=False)

@@ -108,10 +108,7 @@ def test_device_images_give_the_same_samples_whatever_the_batch_size():
     assert valid[0][0].shape == (8, 24, 24, 3)
 
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-@needs_gpu
+@pytest.mark.gpu
 def test_gpu_batches_match_whether_the_cache_is_resident_or_streamed_and_match_the_cpu():
     cuda = torch.device("cuda")
     images, labels, cfg = _images(16).numpy(), np.arange(16), AugmentConfig(rotate=10, color_jitter=0.3)
@@ -124,7 +121,7 @@ def test_gpu_batches_match_whether_the_cache_is_resident_or_streamed_and_match_t
         torch.testing.assert_close(a[0].cpu(), c[0], atol=0.5, rtol=0)  # same draws; kernels may round apart
 
 
-@needs_gpu
+@pytest.mark.gpu
 def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     from kit.config import TrainConfig
     from kit.metrics import REGISTRY

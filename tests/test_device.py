@@ -76,7 +76,7 @@ def test_runtime_auto_picks_what_the_backend_can_use(titanic_export):
         runtime.load(folder, backend="onnx", device="gpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_predict_and_export_on_the_gpu_agree_with_the_cpu(image_export, tmp_path):
     tmp, food_dir, _ = image_export
     run_dir = runs.find_run("food11", None, tmp / "runs")

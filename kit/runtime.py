@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 DEVICES = ("auto", "cpu", "cuda")
-# Images x TTA passes x pixels per forward pass. The graph's activations grow with it: ~320 bytes per pixel-pass for
-# the food101-10 export (lite0, 3 folds), so ~0.5 GB of host memory on the CPU and ~4 GB on a GPU.
+# Images x TTA passes x pixels per forward pass. The graph's activations grow with it: ~300-450 bytes per pixel-pass
+# for a lite0 ensemble of 3 folds, so ~0.7 GB of host memory on the CPU and a few GB on a GPU (docs/exports.md).
 BUDGET_PIXELS = {"cpu": 32 * 224 * 224, "cuda": 256 * 224 * 224}
 CHUNK_ROWS = 65_536  # table rows per forward pass
 GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setup GPU=1` (the `gpu` extra, "

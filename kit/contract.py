@@ -119,12 +119,16 @@ class TableInput:
         self.numeric = [c["name"] for c in contract["columns"] if c["type"] == "number"]
         self.engineer = _trusted_engineer(contract.get("code"), folder, trust_code) if contract.get("code") else None
 
-    def prepare(self, rows: Any) -> np.ndarray:
+    def items(self, rows: Any) -> list | pd.DataFrame:
+        """`rows` as a sequence of rows (a list of dicts, or the DataFrame), which `chunks` can cut."""
         if isinstance(rows, dict):
             rows = [rows]
         if isinstance(rows, (str, bytes)) or not isinstance(rows, (list, tuple, pd.DataFrame)) or len(rows) == 0:
             raise KitError(f"give table rows as a dict, a list of dicts or a DataFrame with columns {self.columns}")
-        frame = pd.DataFrame(list(rows) if isinstance(rows, tuple) else rows)
+        return rows if isinstance(rows, pd.DataFrame) else list(rows)
+
+    def prepare(self, rows: Any) -> np.ndarray:
+        frame = pd.DataFrame(self.items(rows))
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise KitError(f"rows lack column(s) {missing}; expected {self.columns}")
@@ -142,11 +146,15 @@ class ImageInput:
     def __init__(self, contract: dict):
         self.size = int(contract["size"][0])
 
-    def prepare(self, items: Any) -> np.ndarray:
-        items = list(items) if isinstance(items, (list, tuple)) else [items]
-        if not items:
+    def items(self, images: Any) -> list:
+        """`images` as a list (one image as a list of one), which `chunks` can cut."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
             raise KitError("no images given")
-        return np.stack([self._image(item) for item in items])
+        return images
+
+    def prepare(self, images: Any) -> np.ndarray:
+        return np.stack([self._image(image) for image in self.items(images)])
 
     def _image(self, item: Any) -> np.ndarray:
         if isinstance(item, np.ndarray):
@@ -162,6 +170,12 @@ class ImageInput:
         except ValueError as exc:
             name = item if isinstance(item, (str, os.PathLike)) else "the image"
             raise KitError(f"cannot read {name} as an image ({exc})") from None
+
+
+def chunks(items: list | pd.DataFrame, size: int) -> list:
+    """Consecutive pieces of at most `size` items of a list or rows of a DataFrame (by position)."""
+    rows = items.iloc if isinstance(items, pd.DataFrame) else items
+    return [rows[start : start + size] for start in range(0, len(items), size)]
 
 
 def open_input(meta: dict, folder: Path, trust_code: bool = False) -> TableInput | ImageInput:

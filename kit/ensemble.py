@@ -38,6 +38,11 @@ def view(x: torch.Tensor, name: str) -> torch.Tensor:
     raise ValueError(f"unknown TTA view {name!r}")
 
 
+def tta_passes(views: list[str], blend: float) -> list[str]:
+    """The views a TTA model call runs: the plain view for the blend rides along unless it is one of them already."""
+    return list(views) + (["identity"] if blend > 0 and "identity" not in views else [])
+
+
 class TTA(nn.Module):
     """A fold model under test-time augmentation: mean of the views' probabilities, optionally blended
     with the plain view's. All views of a batch run as one model call of len(views) x N images."""
@@ -45,8 +50,7 @@ class TTA(nn.Module):
     def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0):
         super().__init__()
         self.model, self.views, self.blend = model, list(views), float(blend)
-        # The plain view for the blend rides along in the same call unless it is one of the views already.
-        self.passes = self.views + (["identity"] if blend > 0 and "identity" not in self.views else [])
+        self.passes = tta_passes(self.views, self.blend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float before concatenating: flips stay uint8, zooms are float; the model casts to float anyway.

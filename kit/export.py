@@ -20,6 +20,7 @@ from kit import runs
 from kit.config import Config
 from kit.contract import sha256
 from kit.device import resolve
+from kit.ensemble import tta_passes
 from kit.errors import KitError
 from kit.runtime import GPU_FIX
 from kit.tasks import get_task
@@ -168,7 +169,9 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
         "files": {name: {"sha256": sha256(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in ("model.onnx", "model.ts")},
         "parity": parity,
-        "tta": dataclasses.asdict(config.tta) if config.task == "image" else None,
+        # passes: images the graph runs per input image, which kit.runtime sizes its chunks by
+        "tta": {**dataclasses.asdict(config.tta), "passes": len(tta_passes(config.tta.views, config.tta.blend))}
+        if config.task == "image" else None,
     }
 
 

@@ -139,10 +139,7 @@ def predict_export(export_dir: Path, config: Config, backend: str = "onnx", test
                                                    if k in ("type", "transform")})
     config = dataclasses.replace(config, target=target, classes=predictor.classes)
     ids, raw = get_task(config).raw_test(test)
-    step = PASS_IMAGES["cuda" if predictor.device == "cuda" else "cpu"] * 8
-    chunks = [raw[i : i + step] for i in range(0, len(raw), step)]
-    probs = np.concatenate([predictor.outputs(chunk) for chunk in
-                            tqdm(chunks, desc=f"predict ({backend})", unit=" batches", mininterval=1.0, disable=None)])
+    probs = predictor.outputs(raw)  # in chunks the runtime's memory budget sizes
     sample = read_sample(config)
     frame = make_submission(ids, probs, config, predictor.meta.get("threshold"), sample)
     run_dir = Path(predictor.meta.get("run", "."))

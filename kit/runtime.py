@@ -5,6 +5,11 @@
     model = kit.runtime.load("exports/titanic", trust_code=True)         # runs the export's features.py
     probs = model.predict_proba({"Pclass": 3, "Name": "Braund, Mr. Owen Harris", ...})
     values = kit.runtime.load("exports/california-housing").predict(rows)  # a regression export: values [N]
+    model = kit.runtime.load("exports/food101-10", budget_pixels=8 * 224 * 224)  # smaller passes than the default
+
+Any number of inputs: they go through the graph in chunks whose size a memory budget sets (images x TTA passes x
+pixels per forward pass, BUDGET_PIXELS per device; CHUNK_ROWS table rows), the next chunk decoded in a background
+thread while the current one runs, so memory does not grow with the number of inputs.
 
 With the ONNX backend it imports numpy, pandas, Pillow and onnxruntime only; torch only for TorchScript. It reads
 nothing outside the export folder, and runs an export's feature code only with `trust_code=True` (kit/contract.py).
@@ -16,18 +21,24 @@ import json
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from kit.contract import open_input, sha256
+from kit.contract import chunks, open_input, sha256
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
 FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 DEVICES = ("auto", "cpu", "cuda")
+# Images x TTA passes x pixels per forward pass. The graph's activations grow with it: ~300-450 bytes per pixel-pass
+# for a lite0 ensemble of 3 folds, so ~0.7 GB of host memory on the CPU and a few GB on a GPU (docs/exports.md).
+BUDGET_PIXELS = {"cpu": 32 * 224 * 224, "cuda": 256 * 224 * 224}
+CHUNK_ROWS = 65_536  # table rows per forward pass
 GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setup GPU=1` (the `gpu` extra, "
            "onnxruntime-gpu; docs/exports.md, ONNX on the GPU)")
 
@@ -35,7 +46,8 @@ GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setu
 class Predictor:
     """One loaded export. `predict_proba` takes images (paths, PIL images, uint8 arrays) or table rows."""
 
-    def __init__(self, folder: Path, backend: str, device: str, threads: int | None, trust_code: bool = False):
+    def __init__(self, folder: Path, backend: str, device: str, threads: int | None, trust_code: bool = False,
+                 budget_pixels: int | None = None, chunk_rows: int = CHUNK_ROWS):
         self.folder, self.backend, self.device = folder, backend, device
         self.meta = read_meta(folder)
         self.classes: list[str] = self.meta["classes"]
@@ -48,6 +60,8 @@ class Predictor:
             raise KitError(f"{path} does not match the sha256 in meta.json (modified or corrupt); "
                            f"re-run `make export COMP={self.meta['competition']}`")
         self.run = self._load_onnx(path, threads) if backend == "onnx" else self._load_torchscript(path, threads)
+        self.budget_pixels = budget_pixels or BUDGET_PIXELS[self.device]  # the device really used, known now
+        self.chunk_rows = chunk_rows
         self._check_shapes()
 
     def _load_onnx(self, path: Path, threads: int | None):
@@ -130,6 +144,16 @@ class Predictor:
     def size(self) -> int:
         return self.meta["input"]["size"][0]
 
+    @property
+    def chunk(self) -> int:
+        """Inputs per forward pass: `chunk_rows` table rows, or the images whose TTA passes fit `budget_pixels`."""
+        if self.meta["input"]["kind"] == "table":
+            return max(1, self.chunk_rows)
+        tta = self.meta.get("tta") or {}
+        # An export from before meta.json recorded its passes: its views, plus the plain view a blend may add.
+        passes = tta.get("passes") or len(tta.get("views") or []) + 1
+        return max(1, self.budget_pixels // (passes * self.size**2))
+
     def predict_proba(self, inputs: Any) -> np.ndarray:
         """Class probabilities [N, classes] for images, or for table rows (dicts / a DataFrame)."""
         if self.regression:
@@ -148,8 +172,23 @@ class Predictor:
         return np.asarray(self.classes, dtype=object)[index]
 
     def outputs(self, inputs: Any) -> np.ndarray:
-        """The exported graph's output for `inputs`: probabilities [N, classes] or values [N, 1]."""
-        return self.run(self.prepare(inputs))
+        """The exported graph's output for `inputs` (any number): probabilities [N, classes] or values [N, 1]. They
+        go through in chunks of `chunk`, the next one prepared in a background thread while the current one runs;
+        a progress bar shows when there is more than one (on a terminal)."""
+        items = self.input.items(inputs)
+        pieces = chunks(items, self.chunk)
+        unit = " rows" if self.meta["input"]["kind"] == "table" else " images"
+        out = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-prepare") as pool, \
+                tqdm(total=len(items), desc="predict", unit=unit, disable=len(pieces) == 1 or None) as bar:
+            pending = pool.submit(self.prepare, pieces[0])
+            for following in [*pieces[1:], None]:
+                x = pending.result()
+                if following is not None:
+                    pending = pool.submit(self.prepare, following)
+                out.append(self.run(x))
+                bar.update(len(x))
+        return np.concatenate(out)
 
     def prepare(self, inputs: Any) -> np.ndarray:
         """The model input for `inputs`, built the way meta.json documents (kit/contract.py)."""
@@ -173,12 +212,14 @@ def read_meta(folder: Path) -> dict:
 
 
 def load(path: str | os.PathLike, backend: str = "onnx", device: str = "auto", threads: int | None = None,
-         trust_code: bool = False) -> Predictor:
+         trust_code: bool = False, budget_pixels: int | None = None, chunk_rows: int = CHUNK_ROWS) -> Predictor:
     """Load the export in folder `path` for `backend` ('onnx' or 'torchscript') on 'auto' (the GPU when the backend
-    can use one here), 'cpu' or 'cuda'. `trust_code=True` lets a tabular export run the feature code it carries."""
+    can use one here), 'cpu' or 'cuda'. `trust_code=True` lets a tabular export run the feature code it carries.
+    Predictions run in chunks: images x TTA passes x pixels up to `budget_pixels` per forward pass (default
+    BUDGET_PIXELS of the device), or `chunk_rows` table rows."""
     if backend not in FILES:
         raise KitError(f"backend {backend!r} is not one of {sorted(FILES)}")
     if device not in DEVICES:
         raise KitError(f"device {device!r} is not one of {', '.join(DEVICES)}")
-    return Predictor(Path(path), backend, device, threads, trust_code)
+    return Predictor(Path(path), backend, device, threads, trust_code, budget_pixels, chunk_rows)
 

@@ -239,7 +239,7 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
                 problems.append(f"- `{Path(path).name}`: {exc}")
         if ok:
             start = time.perf_counter()
-            probs = predictor.run(np.stack([x for _, x in ok]))  # one batched call for all readable images
+            probs = predictor.outputs([x for _, x in ok])  # in chunks the runtime's memory budget sizes
             per_image_ms = (time.perf_counter() - start) * 1000 / len(ok)
             for (path, _), p in zip(ok, probs, strict=True):
                 best = np.argsort(p)[::-1][: int(top_k)]

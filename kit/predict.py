@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from kit import runs
 from kit.config import Config, PredictConfig
 from kit.device import describe, resolve
+from kit.ensemble import tta_passes
 from kit.errors import KitError
 from kit.metrics import labels
 from kit.submission import make_submission, read_sample, write_submission
@@ -64,10 +65,10 @@ def summary_line(preds: np.ndarray, config: Config, threshold: float | None) -> 
 
 
 def batch_size(config: Config, device: torch.device) -> int:
-    """predict.batch_size, or for 0 the batch whose forward pass (batch x TTA views) holds about PASS_IMAGES."""
+    """predict.batch_size, or for 0 the batch whose forward pass (batch x TTA passes) holds about PASS_IMAGES."""
     if config.predict.batch_size:
         return config.predict.batch_size
-    return max(1, PASS_IMAGES[device.type] // len(config.tta.views))
+    return max(1, PASS_IMAGES[device.type] // len(tta_passes(config.tta.views, config.tta.blend)))
 
 
 def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,

@@ -31,10 +31,17 @@ def _probabilities(raw: torch.Tensor, binary: bool, identity: bool = False) -> t
     return torch.softmax(raw, dim=1).float()
 
 
+GROUP = 256  # trees walked together: [rows, GROUP] node tensors stay in cache (otto, 3,105 trees: 3.2x vs all at once)
+
+
 class TreeEnsemble(nn.Module):
     """Gradient-boosted trees as flat node buffers. Node i tests `x[feature[i]] <= threshold[i]` and moves to left[i]
-    or right[i]; a leaf points to itself, so `depth` steps from the roots land every (row, tree) on its leaf whatever
-    the tree's own depth. class_map [T, K] one-hot sends each tree's leaf value to the class score it adds to."""
+    or right[i]; a leaf points to itself, so enough steps from the roots land every (row, tree) on its leaf whatever
+    the tree's own depth. class_map [T, K] one-hot sends each tree's leaf value to the class score it adds to.
+
+    The walk goes by groups of GROUP trees sorted by depth, each taking its deepest tree's number of steps: a
+    boosted ensemble's trees are mostly shallower than its deepest (otto: mean depth 13 of 29), and a group's node
+    tensors fit in cache. The groups are derived from the buffers, so the state_dict is unchanged."""
 
     BUFFERS = ("feature", "threshold", "left", "right", "value", "roots", "class_map", "baseline", "depth",
                "identity")
@@ -47,8 +54,15 @@ class TreeEnsemble(nn.Module):
         for name, tensor in zip(self.BUFFERS, (feature, threshold, left, right, value, roots, class_map, baseline,
                                                depth, identity), strict=True):
             self.register_buffer(name, tensor)
-        # Python values, so tracing unrolls the walk into `steps` copies of the same few ops and picks the link once.
-        self.steps, self.binary, self.regressor = int(depth), baseline.numel() == 1, bool(identity)
+        # Python values, so tracing unrolls the walk into a fixed sequence of the same few ops and picks the link once.
+        self.binary, self.regressor = baseline.numel() == 1, bool(identity)
+        depths = tree_depths(left.numpy(), right.numpy(), roots.numpy())
+        order = torch.from_numpy(np.argsort(depths, kind="stable"))
+        self.groups = [(start, min(start + GROUP, len(order)), int(depths[order[min(start + GROUP, len(order)) - 1]]))
+                       for start in range(0, len(order), GROUP)]  # (first, end, steps) in depth order
+        self.register_buffer("child", torch.stack([left, right], 1).reshape(-1), persistent=False)
+        self.register_buffer("sorted_roots", roots[order], persistent=False)
+        self.register_buffer("sorted_class_map", class_map[order], persistent=False)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> TreeEnsemble:
@@ -58,11 +72,25 @@ class TreeEnsemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float64 like scikit-learn's own prediction, so no threshold test flips on float32 rounding.
         x = x.to(torch.float64)
-        node = self.roots.expand(x.shape[0], -1)
-        for _ in range(self.steps):
-            go_left = x.gather(1, self.feature[node]) <= self.threshold[node]
-            node = torch.where(go_left, self.left[node], self.right[node])
-        return _probabilities(self.value[node] @ self.class_map + self.baseline, self.binary, self.regressor)
+        raw = self.baseline.expand(x.shape[0], -1)
+        for start, end, steps in self.groups:
+            node = self.sorted_roots[start:end].expand(x.shape[0], -1)
+            for _ in range(steps):  # child holds (left, right) pairs: node i goes to 2i (left) or 2i + 1
+                go_right = torch.logical_not(x.gather(1, self.feature[node]) <= self.threshold[node])
+                node = self.child[2 * node + go_right.long()]
+            raw = raw + self.value[node] @ self.sorted_class_map[start:end]
+        return _probabilities(raw, self.binary, self.regressor)
+
+
+def tree_depths(left: np.ndarray, right: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Each tree's depth (its longest root-to-leaf path; a leaf points to itself), level by level."""
+    depths, frontier, owner, level = np.zeros(len(roots), np.int64), roots, np.arange(len(roots)), 0
+    while len(frontier):
+        inner = left[frontier] != frontier
+        frontier, owner, level = frontier[inner], owner[inner], level + 1
+        depths[owner] = level
+        frontier, owner = np.concatenate([left[frontier], right[frontier]]), np.concatenate([owner, owner])
+    return depths
 
 
 def _refuse_unsupported(model) -> None:

@@ -134,8 +134,8 @@ class TensorBatches:
 
 
 class DeviceImages:
-    """The uint8 NHWC images of a fold on the training device when they fit in `share` of its free memory,
-    else in pinned host memory, copied a whole batch at a time; augmented (or resized) per batch there."""
+    """The uint8 NHWC images of a fold on the training device when `place` finds room (cache_fits), else in
+    pinned host memory, copied a whole batch at a time; augmented (or resized) per batch there."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, size: int,
                  augment_cfg: AugmentConfig | None, share: float = 0.5, dist: Dist = SINGLE):

@@ -110,6 +110,7 @@ class TrainState:
         self.stopper = EarlyStopping(cfg.patience, cfg.min_delta, monitor, cfg.min_epochs)
         self.best_state = copy.deepcopy(model.state_dict())
         self.history: list[dict] = []
+        self.unit = "img"  # what a training sample is, for the epoch line: images, or table rows
         net = model
         if dist.world > 1:
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -148,6 +149,7 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
     loss_sum = torch.zeros((), device=state.device)
     seen = 0
     for step, (x, y) in enumerate(batches):
+        state.unit = "img" if x.ndim == 4 else "rows"
         with state.autocast():
             if cfg.mixup > 0 or cfg.cutmix > 0:  # partners and weights from (seed, epoch, step): no worker draws
                 rng = np.random.default_rng([seed, epoch, MIX, step])
@@ -215,7 +217,7 @@ def train_epochs(state: TrainState, bar: tqdm, train, valid, losses: tuple[nn.Mo
                 writer.wait()  # the checkpoint is on disk, as after any finished epoch of a real kill
             os.kill(os.getpid(), signal.SIGKILL)
         bar.set_postfix(loss=f"{row['valid_loss']:.4f}", **{losses[1].metric.name: f"{row['valid_score']:.4f}"})
-        log_epoch(desc, cfg.epochs, row, f"{valid_name} loss %.4f {losses[1].metric.name}")
+        log_epoch(desc, cfg.epochs, row, f"{valid_name} loss %.4f {losses[1].metric.name}", state.unit)
         if on_epoch:
             on_epoch(row)
         if not row["finite"]:
@@ -266,9 +268,9 @@ def _kill_point(desc: str, epoch: int) -> bool:
     return number.strip() == str(epoch) and where.strip() in ("", desc)
 
 
-def log_epoch(desc: str, epochs: int, row: dict, valid: str = "valid loss %.4f score") -> None:
-    """The epoch line; `valid` is the validation part's format (its name and the metric's)."""
-    log.info(f"%s epoch %d/%d  train loss %.4f  {valid} %.4f  lr %.2e  %.0f img/s  %.1fs%s",
+def log_epoch(desc: str, epochs: int, row: dict, valid: str = "valid loss %.4f score", unit: str = "img") -> None:
+    """The epoch line; `valid` is the validation part's format (its name and the metric's), `unit` what was counted."""
+    log.info(f"%s epoch %d/%d  train loss %.4f  {valid} %.4f  lr %.2e  %.0f {unit}/s  %.1fs%s",
              desc, row["epoch"], epochs, row["train_loss"], row["valid_loss"], row["valid_score"], row["lr"],
              row["images_per_second"], row["seconds"], "  *" if row["best"] else "")
 

@@ -23,7 +23,7 @@ DAY = datetime.date(2025, 1, 2)
 def shared(name: str) -> Path:
     if not (SHARED / name / "train.csv").is_file():
         pytest.skip(f"development competition {SHARED / name} is absent")
-    return SHARED / name
+    return (SHARED / name).resolve()  # make new writes resolved paths (../shared may be a link)
 
 
 def load(path: Path) -> dict:

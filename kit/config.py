@@ -124,8 +124,9 @@ class PredictConfig:
 
     # Autocast for `predict` (eager ensemble); the log then reports agreement with fp32. Exports stay fp32.
     amp: Literal["off", "bf16", "fp16"] = "off"
-    # Test images per batch; each forward pass carries batch x TTA views images. 0: auto, so that a pass holds
-    # about 256 images on a GPU and 32 on the CPU (2 cores: 32 ran as fast as 64 or faster, 8-16 up to 2x slower).
+    # Test images per batch; each forward pass carries batch x TTA passes images. 0: auto, so that a pass holds
+    # kit.runtime.BUDGET_PIXELS (the pixels of 256 224-px images on a GPU, 32 on the CPU; 2 cores: 32 ran as fast
+    # as 64 or faster, 8-16 up to 2x slower), the same budget an export's chunks use.
     batch_size: int = 0
 
 

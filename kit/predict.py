@@ -20,13 +20,13 @@ from kit.device import describe, resolve
 from kit.ensemble import tta_passes
 from kit.errors import KitError
 from kit.metrics import labels
+from kit.runtime import BUDGET_PIXELS
 from kit.submission import make_submission, read_sample, write_submission
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PASS_IMAGES = {"cuda": 256, "cpu": 32}  # images per forward pass for predict.batch_size=0 (auto)
 AGREEMENT_ROWS = 256  # test rows re-predicted in fp32 to report how far autocast moved the submission
 
 
@@ -65,10 +65,12 @@ def summary_line(preds: np.ndarray, config: Config, threshold: float | None) -> 
 
 
 def batch_size(config: Config, device: torch.device) -> int:
-    """predict.batch_size, or for 0 the batch whose forward pass (batch x TTA passes) holds about PASS_IMAGES."""
+    """predict.batch_size, or for 0 the images whose forward pass (images x TTA passes x pixels) fits the device's
+    budget: the same BUDGET_PIXELS that sizes an export's chunks in kit.runtime."""
     if config.predict.batch_size:
         return config.predict.batch_size
-    return max(1, PASS_IMAGES[device.type] // len(tta_passes(config.tta.views, config.tta.blend)))
+    side = config.image.test_size or config.image.size
+    return max(1, BUDGET_PIXELS[device.type] // (len(tta_passes(config.tta.views, config.tta.blend)) * side**2))
 
 
 def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,

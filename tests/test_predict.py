@@ -9,10 +9,11 @@ import timm
 import torch
 from conftest import run_kit
 
+from kit import runs, runtime
 from kit.ensemble import TTA, FoldEnsemble, view
 from kit.errors import KitError
 from kit.models import ImageClassifier
-from kit.predict import ensemble_probs
+from kit.predict import batch_size, ensemble_probs
 
 VIEWS = ["identity", "hflip", "vflip", "zoom", "zoom_hflip"]
 
@@ -110,3 +111,14 @@ def test_predict_on_the_cpu_shows_progress_and_autocast_reports_agreement(image_
     assert "bf16 vs fp32 on 6 test rows: same class for" in bf16.stderr and "on CPU" in bf16.stderr
     a, b = pd.read_csv(tmp_path / "fp32.csv"), pd.read_csv(tmp_path / "bf16.csv")
     assert list(a["Id"]) == list(b["Id"]) and len(a) == 6
+
+
+@pytest.mark.parametrize("budget", [2 * 32 * 32, 7 * 32 * 32, 64 * 224 * 224])
+def test_predict_batches_by_the_budget_that_chunks_the_export(image_export, monkeypatch, budget):
+    """`make predict` (eager) and kit.runtime size a forward pass from one budget: the same images per pass."""
+    tmp, _, _ = image_export
+    monkeypatch.setitem(runtime.BUDGET_PIXELS, "cpu", budget)
+    config = runs.run_config(runs.find_run("food11", None, tmp / "runs"))
+    predictor = runtime.load(tmp / "exports" / "food11", device="cpu")
+    passes = predictor.meta["tta"]["passes"]
+    assert batch_size(config, torch.device("cpu")) == predictor.chunk == max(1, budget // (passes * 32 * 32))

@@ -106,6 +106,21 @@ def test_the_exported_graph_is_every_learner_of_every_fold_blended(weighted_run,
     assert min(weights.values()) < 0.45 and np.abs(got - expected).max() <= 1e-4
 
 
+def test_eager_prediction_runs_a_table_in_chunks_equal_to_one_pass(weighted_run, monkeypatch):
+    """`make predict` and the OOF pass feed the ensemble CHUNK_ROWS rows at a time, like kit.runtime: the same
+    encoded rows as one pass, in order."""
+    from kit.tasks import tabular
+
+    _, run_dir = weighted_run
+    task = get_task(runs.run_config(run_dir))
+    _, states = runs.load_ensemble(run_dir, task)
+    samples = task.load("test")
+    whole = torch.cat(list(task.batches(samples, states)))
+    monkeypatch.setattr(tabular, "CHUNK_ROWS", 100)
+    chunks = list(task.batches(samples, states))
+    assert [len(c) for c in chunks] == [100, 100, 100, 100, 18] and torch.equal(torch.cat(chunks), whole)
+
+
 def test_repeated_cv_reproduces_exactly_and_repeats_differ(tmp_path):
     def train(name):
         result = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path / name), "--set", f"{FAST} cv.repeats=2")

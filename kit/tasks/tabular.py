@@ -19,6 +19,7 @@ from kit.encoding import encode, encode_folds, feature_names, fit_encoding, lear
 from kit.ensemble import Blend, FoldEnsemble, TargetInverse
 from kit.errors import KitError
 from kit.models import MLP
+from kit.runtime import CHUNK_ROWS
 from kit.tasks import Samples
 
 
@@ -140,8 +141,10 @@ class TabularTask:
         return Softmax(model)
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
+        """The encoded rows in chunks of CHUNK_ROWS, as kit.runtime runs an export: memory stays flat in the rows."""
         warn_unseen(samples.data, states)
-        yield torch.from_numpy(encode_folds(samples.data, states))
+        for start in range(0, len(samples), CHUNK_ROWS):
+            yield torch.from_numpy(encode_folds(samples.data.iloc[start : start + CHUNK_ROWS], states))
 
     def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
         """meta.json["input"]; copies the feature code into the export folder, which the contract names."""

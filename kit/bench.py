@@ -256,8 +256,6 @@ def table_pipeline(config: Config, data: Path | None, limit: int | None, device_
 def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray, rounds: int,
                   learners) -> tuple[float, float]:
     """Fit rows/s of learner `name` through kit and of its bare estimator on the same arrays, interleaved."""
-    from threadpoolctl import threadpool_limits
-
     from kit.encoding import learner_columns
     from kit.target import forward
 
@@ -271,8 +269,7 @@ def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray,
         learners.fit_learner(name, task.config, x if columns is None else x[:, columns], y, 0)
         kit_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        with threadpool_limits(limits=1 if len(x) < learners.SMALL else None):
-            learners.estimator(name, task.config, len(x), 0).fit(direct_x, y)
+        learners.fit_estimator(name, task.config, direct_x, y, 0)
         direct_times.append(time.perf_counter() - start)
     return len(x) / min(kit_times), len(x) / min(direct_times)
 

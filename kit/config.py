@@ -173,6 +173,22 @@ class GBDTConfig:
 
 
 @dataclass
+class CatBoostConfig:
+    """Learner `catboost`: CatBoost's oblivious trees (classifier or regressor) on the fold's features, numeric
+    codes for categories as `gbdt` gets them."""
+
+    # From 10,000 training rows: up to max_iter rounds at learning_rate, stopping when 10% of the fold's training
+    # part, held out, has not improved for 100 rounds. Below: CatBoost's own recipe for small tables (1,000 rounds,
+    # or max_iter if fewer, at the learning rate it picks for the rows), as a hold-out of a few hundred rows is too
+    # noisy to stop on.
+    early_stopping: bool | Literal["auto"] = "auto"
+    learning_rate: float = 0.05  # shrinkage per tree, with early stopping
+    max_iter: int = 3000  # boosting rounds at most, with early stopping
+    depth: int = 6  # every tree tests `depth` splits, one per level
+    l2_leaf_reg: float = 3.0  # L2 penalty on the leaf values
+
+
+@dataclass
 class LinearConfig:
     """Learner `linear`: L2-regularised LogisticRegression (classes) or RidgeCV (values) on the encoded features."""
 
@@ -249,11 +265,13 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
-    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, linear: scikit-learn.
-    learners: list[Literal["net", "gbdt", "linear"]] = field(default_factory=lambda: ["net"])
+    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, linear: scikit-learn;
+    # catboost: CatBoost.
+    learners: list[Literal["net", "gbdt", "catboost", "linear"]] = field(default_factory=lambda: ["net"])
     # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
     blend: Literal["auto", "weights", "mean"] = "auto"
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
+    catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
@@ -323,7 +341,7 @@ def check_learners(config: Config) -> None:
         raise KitError(f"config key 'learners' is {config.learners}; list each learner once, e.g. [net, gbdt, linear]")
     if config.task == "image" and config.learners != ["net"]:
         raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network only: "
-                       "learners: [net] (gbdt and linear are tabular learners)")
+                       "learners: [net] (gbdt, catboost and linear are tabular learners)")
     for key, value, low, high in _learner_rules(config):
         if not low <= value <= high:  # also refuses NaN
             raise KitError(f"config key {key!r} is {value}; it must be in [{low:g}, {high:g}]")
@@ -339,6 +357,10 @@ def _learner_rules(config: Config) -> list[tuple[str, Any, float, float]]:
             ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
             ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
             ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
+            ("catboost.max_iter", config.catboost.max_iter, 1, 100_000),
+            ("catboost.learning_rate", config.catboost.learning_rate, 1e-6, 10.0),
+            ("catboost.depth", config.catboost.depth, 1, 16),
+            ("catboost.l2_leaf_reg", config.catboost.l2_leaf_reg, 0, 1e6),
             ("linear.C", config.linear.C, 1e-9, 1e9), ("linear.max_iter", config.linear.max_iter, 1, 1_000_000)]
 
 

@@ -176,12 +176,12 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
 
 
 def learner_columns(state: dict, learner: str) -> list[int] | None:
-    """The encoded columns learner `learner` reads (None: all): the trees take the ordinal codes in place of the
-    one-hot columns, the network and the linear model the one-hot columns only."""
+    """The encoded columns learner `learner` reads (None: all): the trees (gbdt, catboost) take the ordinal codes in
+    place of the one-hot columns, the network and the linear model the one-hot columns only."""
     if not state.get("ordinal"):
         return None
     onehot = {f"{c}={v}" for c, vocab in state["categorical"].items() for v in vocab}
-    skip = onehot if learner == "gbdt" else {f"{c}#code" for c in state["ordinal"]}
+    skip = onehot if learner in ("gbdt", "catboost") else {f"{c}#code" for c in state["ordinal"]}
     return [i for i, name in enumerate(feature_names(state)) if name not in skip]
 
 

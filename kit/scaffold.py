@@ -116,7 +116,7 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
     return result
 
 
-RECIPE = {"learners": ["gbdt", "linear", "net"]}  # what a new tabular competition trains
+RECIPE = {"learners": ["gbdt", "catboost", "linear", "net"]}  # what a new tabular competition trains
 
 
 def render(new: NewCompetition, data: Path, today: datetime.date) -> str:

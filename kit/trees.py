@@ -1,9 +1,10 @@
-"""Fitted scikit-learn classifiers as torch modules, so tabular fold models go through the same TorchScript / ONNX
-export, parity check and serving path as the image models.
+"""Fitted scikit-learn and CatBoost models as torch modules, so tabular fold models go through the same
+TorchScript / ONNX export, parity check and serving path as the image models.
 
-A HistGradientBoostingClassifier becomes a `TreeEnsemble`: every tree's nodes packed into flat buffers, every
-(row, tree) pair walked from its root by a fixed number of gather / where steps (no data-dependent control flow,
-so tracing and the TorchScript ONNX exporter see one static graph with a dynamic batch axis). A LogisticRegression or
+A HistGradientBoosting model, or a CatBoost model's oblivious trees, becomes a `TreeEnsemble`: every tree's nodes
+packed into flat buffers, every (row, tree) pair walked from its root by a fixed number of gather / where steps (no
+data-dependent control flow, so tracing and the TorchScript ONNX exporter see one static graph with a dynamic batch
+axis). A LogisticRegression or
 Ridge becomes a `LinearModel`. Both compare and sum in float64, as scikit-learn does, and return float32 probabilities
 [N, K] that match `predict_proba`. Everything lives in registered buffers, so a state_dict alone (what kit saves per
 fold and loads with weights_only=True) rebuilds the module: see `from_state_dict`.
@@ -37,7 +38,8 @@ GROUP = 256  # trees walked together: [rows, GROUP] node tensors stay in cache (
 class TreeEnsemble(nn.Module):
     """Gradient-boosted trees as flat node buffers. Node i tests `x[feature[i]] <= threshold[i]` and moves to left[i]
     or right[i]; a leaf points to itself, so enough steps from the roots land every (row, tree) on its leaf whatever
-    the tree's own depth. class_map [T, K] one-hot sends each tree's leaf value to the class score it adds to.
+    the tree's own depth. A leaf holds one value (value [nodes]) or one per class score (value [nodes, K], CatBoost's
+    multiclass trees); class_map [T, K] sends each tree's value(s) to the class scores it adds to.
 
     The walk goes by groups of GROUP trees sorted by depth, each taking its deepest tree's number of steps: a
     boosted ensemble's trees are mostly shallower than its deepest (otto: mean depth 13 of 29), and a group's node
@@ -55,7 +57,7 @@ class TreeEnsemble(nn.Module):
                                                depth, identity), strict=True):
             self.register_buffer(name, tensor)
         # Python values, so tracing unrolls the walk into a fixed sequence of the same few ops and picks the link once.
-        self.binary, self.regressor = baseline.numel() == 1, bool(identity)
+        self.binary, self.regressor, self.vector = baseline.numel() == 1, bool(identity), value.ndim == 2
         depths = tree_depths(left.numpy(), right.numpy(), roots.numpy())
         order = torch.from_numpy(np.argsort(depths, kind="stable"))
         self.groups = [(start, min(start + GROUP, len(order)), int(depths[order[min(start + GROUP, len(order)) - 1]]))
@@ -78,7 +80,8 @@ class TreeEnsemble(nn.Module):
             for _ in range(steps):  # child holds (left, right) pairs: node i goes to 2i (left) or 2i + 1
                 go_right = torch.logical_not(x.gather(1, self.feature[node]) <= self.threshold[node])
                 node = self.child[2 * node + go_right.long()]
-            raw = raw + self.value[node] @ self.sorted_class_map[start:end]
+            leaf, class_map = self.value[node], self.sorted_class_map[start:end]  # leaf [N, G] or [N, G, K]
+            raw = raw + ((leaf * class_map).sum(1) if self.vector else leaf @ class_map)
         return _probabilities(raw, self.binary, self.regressor)
 
 
@@ -136,6 +139,67 @@ def compile_hgb(model) -> TreeEnsemble:
         depth=torch.tensor(int(nodes["depth"][leaf].max()), dtype=torch.int64),
         identity=torch.tensor(not hasattr(model, "classes_")),
     )
+
+
+def compile_catboost(model) -> TreeEnsemble:
+    """A fitted CatBoostClassifier (Logloss or MultiClass) or CatBoostRegressor (RMSE) on numeric features as a
+    TreeEnsemble whose output matches predict_proba (predict as [N, 1]) on NaN-free rows (kit imputes features).
+    CatBoost's trees are oblivious: a depth-d tree applies one split per level, and its leaf index is
+    sum_i (x[f_i] > border_i) << i over its splits in order. Each becomes a full binary tree testing split i at
+    level i (left for x <= border, as the walk does); the model's scale goes into the leaf values and its bias into
+    the baseline."""
+    spec = catboost_json(model)
+    scale, bias = spec["scale_and_bias"]
+    flat = [f["flat_feature_index"] for f in spec["features_info"].get("float_features", [])]
+    k = len(bias)
+    parts, starts, start = [], [], 0
+    for tree in spec["oblivious_trees"]:
+        splits = tree.get("splits") or []
+        if any(split["split_type"] != "FloatFeature" for split in splits):
+            raise KitError("the CatBoost model has categorical or combined splits, which cannot be compiled; kit "
+                           "feeds numeric features: fit it without cat_features")
+        values = scale * np.asarray(tree["leaf_values"], dtype=np.float64).reshape(-1, k)
+        parts.append(_oblivious_nodes([flat[s["float_feature_index"]] for s in splits],
+                                      [s["border"] for s in splits], values, start))
+        starts.append(start)
+        start += len(parts[-1][0])
+    feature, threshold, left, right, value = (np.concatenate(column) for column in zip(*parts, strict=True))
+    depth = max((len(t.get("splits") or []) for t in spec["oblivious_trees"]), default=0)
+    return TreeEnsemble(
+        feature=torch.from_numpy(feature), threshold=torch.from_numpy(threshold), left=torch.from_numpy(left),
+        right=torch.from_numpy(right), value=torch.from_numpy(value[:, 0].copy() if k == 1 else value),
+        roots=torch.tensor(starts, dtype=torch.int64), class_map=torch.ones(len(starts), k, dtype=torch.float64),
+        baseline=torch.tensor(bias, dtype=torch.float64), depth=torch.tensor(depth, dtype=torch.int64),
+        identity=torch.tensor(not hasattr(model, "predict_proba")))
+
+
+def catboost_json(model) -> dict:
+    """The fitted CatBoost model in its documented JSON form (save_model(format="json"))."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    if not getattr(model, "is_fitted", lambda: False)():
+        raise KitError(f"compile_catboost takes a fitted CatBoost model, got {type(model).__name__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_model(str(Path(tmp) / "model.json"), format="json")
+        return json.loads((Path(tmp) / "model.json").read_text())
+
+
+def _oblivious_nodes(features: list[int], borders: list[float], values: np.ndarray, start: int) -> tuple:
+    """One oblivious tree (split i on level i; values [2^d, K] by CatBoost's leaf index) as flat nodes in heap
+    order from `start`: node h's children are 2h + 1 (x <= border) and 2h + 2; leaf h = 2^d - 1 + p is reached by
+    the bits of p read from the root down, which CatBoost's index reads from bit 0 up: index = reverse(p)."""
+    d = len(features)
+    h = np.arange(2 ** (d + 1) - 1)
+    inner = h < 2**d - 1
+    level = np.floor(np.log2(h + 1)).astype(np.int64)
+    p = np.where(inner, 0, h - (2**d - 1))
+    index = sum(((p >> (d - 1 - i)) & 1) << i for i in range(d)) if d else p
+    return (np.where(inner, np.asarray(features + [0], dtype=np.int64)[np.minimum(level, d)], 0),
+            np.where(inner, np.asarray(borders + [0.0], dtype=np.float64)[np.minimum(level, d)], 0.0),
+            np.where(inner, 2 * h + 1, h) + start, np.where(inner, 2 * h + 2, h) + start,
+            np.where(inner[:, None], 0.0, values[index]))
 
 
 class LinearModel(nn.Module):

@@ -16,7 +16,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from kit import runtime
 from kit.metrics import REGISTRY
 
-FAST = "cv.folds=3 train.epochs=3 gbdt.max_iter=60"
+FAST = "cv.folds=3 train.epochs=3 gbdt.max_iter=60 catboost.max_iter=200"
 
 
 def write_competition(folder: Path, frame: pd.DataFrame, target: str, sample_value) -> Path:
@@ -88,7 +88,7 @@ def test_the_regression_blend_is_the_oof_mean_in_log_space(regression):
     weights = np.array(list(metrics["blend"]["weights"].values()))
     if metrics["blend"]["method"] == "mean":
         assert np.allclose(oof["value"], np.expm1(logs @ weights), rtol=1e-5)
-    assert metrics["learners"].keys() == {"net", "gbdt", "linear"}
+    assert metrics["learners"].keys() == {"net", "gbdt", "catboost", "linear"}
 
 
 def test_regression_exports_serve_the_submission_within_1e_4(regression):
@@ -111,7 +111,7 @@ def test_an_auc_competition_submits_the_positive_probability(tmp_path):
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     frame = x.iloc[:, :8].assign(diagnosis=np.where(y == 1, "benign", "malignant"))
     data = write_competition(tmp_path / "data", frame, "diagnosis", 0.5)
-    run = new_and_train(tmp_path, data, "cancer", "roc_auc", "learners=[gbdt,linear]")
+    run = new_and_train(tmp_path, data, "cancer", "roc_auc", "learners=[gbdt,catboost,linear]")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["metric"]["name"] == "roc_auc" and metrics["cv"]["mean"] > 0.95
     submission = pd.read_csv(run / "submission.csv")
@@ -127,14 +127,14 @@ def test_a_multiclass_log_loss_competition_submits_a_column_per_class_in_the_sam
     frame = x.assign(cultivar=[f"class_{v}" for v in y])
     order = ["class_2", "class_0", "class_1"]
     data = write_competition(tmp_path / "data", frame, "cultivar", {c: 1 / 3 for c in order})
-    run = new_and_train(tmp_path, data, "wine", "log_loss", "learners=[gbdt,linear]")
+    run = new_and_train(tmp_path, data, "wine", "log_loss", "learners=[catboost,linear]")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["metric"] == {"name": "log_loss", "greater_is_better": False, "needs": "proba",
                                  "surrogate": "log_loss"}
     assert metrics["cv"]["mean"] < 0.3  # ln 3 = 1.10 for the uniform guess
     submission = pd.read_csv(run / "submission.csv")
     assert list(submission.columns) == ["row_id", *order]
-    assert np.allclose(submission[order].sum(1), 1, atol=1e-5)
+    assert np.allclose(submission[order].sum(axis=1), 1, atol=1e-5)
 
 
 def test_a_metric_that_cannot_score_the_target_is_refused_before_any_run_folder(tmp_path):

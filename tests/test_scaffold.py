@@ -52,7 +52,7 @@ def test_california_housing_regression(tmp_path):
         "data": {"train": str(data / "train.csv"), "test": str(data / "test.csv"), "id": "id",
                  "sample": str(data / "sample_submission.csv")},
         "target": {"column": "median_house_value", "type": "regression"}, "metric": "rmse",
-        "learners": ["gbdt", "linear", "net"]}
+        "learners": ["gbdt", "catboost", "linear", "net"]}
     assert new.type_rule.startswith("numbers with") and new.metric_rule.startswith("the usual one for regression")
     numeric = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms", "population",
                "households", "median_income"]

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import onnxruntime as ort
+import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import make_classification
@@ -16,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from kit.errors import KitError
-from kit.trees import compile_hgb, compile_linear, from_state_dict
+from kit.trees import catboost_json, compile_catboost, compile_hgb, compile_linear, from_state_dict
 
 EAGER_TOL = 1e-6
 EXPORT_TOL = 1e-5
@@ -153,3 +154,76 @@ def test_wrong_or_unfitted_models_and_foreign_state_dicts_are_refused():
         compile_linear(LogisticRegression())
     with pytest.raises(KitError, match="not a compiled"):
         from_state_dict({"fc.weight": torch.zeros(2, 2)})
+
+
+# CatBoost: (loss, classes) -> a fitted model on the grid's rows; 0 classes: a regressor.
+CATBOOST_CASES = {"binary": 2, "multiclass": 3, "regression": 0}
+
+
+@pytest.fixture(scope="module", params=list(CATBOOST_CASES))
+def catboost_case(request) -> tuple:
+    """(CatBoost model, compiled module, held-out float32 rows, its expected output): trees of depth 4 on the
+    quarter grid, whose borders (midpoints) are exact in float32, so held-out rows sit on them."""
+    from catboost import CatBoostClassifier, CatBoostRegressor
+
+    n_classes = CATBOOST_CASES[request.param]
+    X, y, held_out = grid_data(max(n_classes, 2))
+    common = dict(iterations=30, depth=4, verbose=0, thread_count=1, random_seed=0, allow_writing_files=False)
+    if n_classes:
+        model = CatBoostClassifier(loss_function="MultiClass" if n_classes > 2 else "Logloss", **common).fit(X, y)
+        return model, compile_catboost(model), held_out, model.predict_proba
+    model = CatBoostRegressor(**common).fit(X, X[:, 0] * 3 + y)
+    return model, compile_catboost(model), held_out, lambda rows: model.predict(rows)[:, None]
+
+
+def on_borders(model, rows: np.ndarray) -> np.ndarray:
+    """One row per split of every tree, its feature set exactly on the split's border (CatBoost: `x > border`
+    goes right, so these go left)."""
+    out = []
+    for tree in catboost_json(model)["oblivious_trees"]:
+        for split in tree["splits"]:
+            row = rows[len(out) % len(rows)].copy()
+            row[split["float_feature_index"]] = split["border"]
+            out.append(row)
+    return np.stack(out)
+
+
+def test_catboost_matches_its_predictions_on_held_out_rows_and_on_every_border(catboost_case):
+    model, module, rows, expected = catboost_case
+    edge = on_borders(model, rows)
+    assert len(edge) == 30 * 4
+    for batch in (rows, edge):
+        out = compiled(module, batch)
+        assert out.dtype == np.float32 and out.shape == expected(batch).shape
+        assert np.abs(out - expected(batch)).max() <= EAGER_TOL * max(1, np.abs(out).max())
+
+
+def test_catboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(catboost_case, tmp_path):
+    _, module, rows, expected = catboost_case
+    rebuilt = from_state_dict(module.state_dict())
+    assert np.array_equal(compiled(rebuilt, rows), compiled(module, rows))
+    example = torch.from_numpy(rows[:3])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(tmp_path / "model.onnx"), input_names=["features"],
+                          output_names=["out"], dynamic_axes={"features": {0: "batch"}, "out": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        traced = torch.jit.trace(module, example)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (rows[:1], rows[1:8]):
+        scale = max(1, np.abs(expected(batch)).max())
+        assert np.abs(compiled(traced, batch) - expected(batch)).max() <= EXPORT_TOL * scale
+        assert np.abs(session.run(["out"], {"features": batch})[0] - expected(batch)).max() <= EXPORT_TOL * scale
+
+
+def test_catboost_with_categorical_splits_is_refused():
+    from catboost import CatBoostClassifier
+
+    X, y, _ = grid_data(2)
+    frame = pd.DataFrame(X).assign(c=np.where(y == 1, "a", "b"))
+    model = CatBoostClassifier(iterations=3, verbose=0, thread_count=1, cat_features=["c"],
+                               allow_writing_files=False).fit(frame, y)
+    with pytest.raises(KitError, match="categorical or combined splits.*without cat_features"):
+        compile_catboost(model)
+    with pytest.raises(KitError, match="fitted CatBoost"):
+        compile_catboost(CatBoostClassifier())

@@ -4,8 +4,8 @@ torch modules (kit/trees.py), so that they are saved, blended and exported exact
 Why HistGradientBoosting for `gbdt`: it ships with scikit-learn (already a dependency: no new install, nothing
 pins onnx), it is deterministic for a seed, fast on small tables, and its fitted trees are plain node arrays that
 compile into a tensor program for TorchScript and ONNX. `catboost` (CatBoost's oblivious trees on the same
-features) beat it beyond the noise by repeated CV on california-housing and bank-marketing; LightGBM and
-XGBoost did not (docs/tables.md). `linear` is LogisticRegression for classes and RidgeCV for
+features) beat it beyond the noise by repeated CV on california-housing; LightGBM and XGBoost did not on any
+development competition (docs/tables.md). `linear` is LogisticRegression for classes and RidgeCV for
 values; on the automatic encoding it sees one-hot categories and de-skewed, standardised numbers with missing
 indicators, the trees ordinal category codes instead (kit/encoding.py).
 """

@@ -316,9 +316,10 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
     log.info("CV %s %.4f ± %.4f over %d folds%s; OOF %s %.4f%s  (%s)", name, cv["mean"], cv["std"], cv["folds"],
              noise, name, cv["oof"], threshold, run_dir)
     if len(config.learners) > 1:
+        width = max(7, *map(len, summary["learners"]))
         for learner, score in summary["learners"].items():
-            log.info("  %-7s CV %s %.4f ± %.4f; the blend's gain over it: %+.4f ± %.4f (sd over folds)", learner,
-                     name, score["mean"], score["std"], score["blend_gain"]["mean"], score["blend_gain"]["sd"])
+            log.info("  %-*s CV %s %.4f ± %.4f; the blend's gain over it: %+.4f ± %.4f (sd over folds)", width,
+                     learner, name, score["mean"], score["std"], score["blend_gain"]["mean"], score["blend_gain"]["sd"])
         b = summary["blend"]
         log.info("  blend: %s, weights %s (cross-fitted %s gain of fitted weights over the mean %+.4f, 2 s.e. %.4f)",
                  b["method"], {k: round(w, 3) for k, w in b["weights"].items()}, name, b["evidence"]["mean"],

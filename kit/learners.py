@@ -89,8 +89,11 @@ def _catboost(cls: type, config: Config, rows: int, seed: int):
 
 
 def fit_estimator(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed: int):
-    """The fitted estimator of learner `name` on `x` as given. CatBoost's early stopping watches 10% of the rows,
-    held out by `seed`; scikit-learn's HGB holds out its own."""
+    """The fitted estimator of learner `name` on `x` as given. CatBoost sees at most catboost.max_rows of the rows
+    (a sample drawn by `seed`) and stops early on 10% of those; scikit-learn's HGB holds out its own."""
+    if name == "catboost" and 0 < config.catboost.max_rows < len(x):
+        rows = np.sort(np.random.default_rng(seed).choice(len(x), config.catboost.max_rows, replace=False))
+        x, y = x[rows], y[rows]
     model = estimator(name, config, len(x), seed)
     if name == "catboost" and model.get_param("use_best_model"):
         held = np.random.default_rng(seed).random(len(x)) < 0.1

@@ -159,3 +159,16 @@ def test_the_image_task_keeps_its_single_network():
     assert load_config("food11").learners == ["net"]
     with pytest.raises(KitError, match="an image competition trains its network only"):
         load_config("food11", ["learners=[net,gbdt]"])
+
+
+@pytest.mark.parametrize(("max_rows", "seen"), [(120, 120), (0, 1000)])
+def test_catboost_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
+    """catboost.max_rows caps the rows CatBoost learns from (a sample of the fold's training part); its first tree's
+    leaf weights count them."""
+    from kit import learners
+
+    config = load_config("titanic", [f"catboost.max_rows={max_rows}", "catboost.max_iter=5"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 4)).astype(np.float32)
+    model = learners.fit_estimator("catboost", config, x, (x[:, 0] > 0).astype(int), 0)
+    assert model.get_leaf_weights()[: 2**config.catboost.depth].sum() == seen

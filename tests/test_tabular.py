@@ -139,20 +139,27 @@ def test_repeated_cv_reproduces_exactly_and_repeats_differ(tmp_path):
     assert "B's gain over A (accuracy, higher is better): +0.0000" in compared.stdout
 
 
-def test_unknown_learners_and_missing_packages_give_one_clear_message(tmp_path):
+def test_unknown_learners_give_one_clear_message(tmp_path):
     unknown = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "learners=[net,xgboost]")
-    assert unknown.returncode == 2 and "expected one of 'net', 'gbdt', 'linear'" in unknown.stderr
+    assert unknown.returncode == 2 and "expected one of 'net', 'gbdt', 'catboost', 'linear'" in unknown.stderr
+
+
+@pytest.mark.parametrize(("module", "learner", "needs", "install"), [
+    ("sklearn.ensemble", "gbdt", "sklearn.ensemble.HistGradientBoostingClassifier", "pip install 'scikit-learn"),
+    ("catboost", "catboost", "catboost.CatBoostClassifier", "pip install catboost")])
+def test_a_missing_package_is_refused_before_any_run_naming_the_install(tmp_path, module, learner, needs, install):
     blocker = ("import importlib.abc, runpy, sys\n"
                "class Block(importlib.abc.MetaPathFinder):\n"
                "    def find_spec(self, name, path=None, target=None):\n"
-               "        if name == 'sklearn.ensemble': raise ImportError('No module named sklearn.ensemble')\n"
+               f"        if name == {module!r}: raise ImportError('No module named {module}')\n"
                "sys.meta_path.insert(0, Block())\n"
                "runpy.run_module('kit', run_name='__main__')\n")
     missing = subprocess.run([sys.executable, "-c", blocker, "train", "--comp", "titanic", "--runs", str(tmp_path),
-                              "--set", FAST], cwd=ROOT, capture_output=True, text=True, env=CPU_ENV, timeout=300)
+                              "--set", f"{FAST} learners=[{learner},linear]"], cwd=ROOT, capture_output=True,
+                             text=True, env=CPU_ENV, timeout=300)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert "learner 'gbdt' needs sklearn.ensemble.HistGradientBoostingClassifier" in missing.stderr
-    assert "pip install" in missing.stderr and not list(tmp_path.rglob("config.yaml"))  # refused before any run
+    assert f"learner '{learner}' needs {needs}" in missing.stderr
+    assert install in missing.stderr and not list(tmp_path.rglob("config.yaml"))  # refused before any run
 
 
 def test_the_image_task_keeps_its_single_network():

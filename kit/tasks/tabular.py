@@ -3,7 +3,9 @@ learners on it: the MLP (trained by the shared loop), gradient-boosted trees, lo
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from kit.errors import KitError
 from kit.models import MLP
 from kit.runtime import CHUNK_ROWS
 from kit.tasks import Samples
+
+log = logging.getLogger(__name__)
 
 
 class TabularTask:
@@ -99,7 +103,9 @@ class TabularTask:
         fitted = {}
         for name in (n for n in self.config.learners if n != "net"):
             columns = learner_columns(state, name)
+            start = time.perf_counter()
             fitted[name] = learners.fit_learner(name, self.config, x if columns is None else x[:, columns], y, seed)
+            log.info("%s fitted on %d rows in %.1f s", name, len(x), time.perf_counter() - start)
         return fitted
 
     def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,

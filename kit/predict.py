@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -83,11 +84,13 @@ def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], t
     dtype = AMP_DTYPES[amp]
     outputs = []
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=total, desc=desc, unit=" images", mininterval=1.0) as bar:
-        for x in prefetch(batches, device):
+    stream = prefetch(batches, device)
+    first = next(stream, None)  # its shape names the unit before the bar first shows: images, or table rows
+    unit = " rows" if first is not None and first.ndim == 2 else " images"
+    with torch.inference_mode(), tqdm(total=total, desc=desc, unit=unit, mininterval=1.0) as bar:
+        for x in itertools.chain([] if first is None else [first], stream):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outputs.append(ensemble(x).float().cpu())
-            bar.unit = " images" if x.ndim == 4 else " rows"  # tabular batches are feature rows
             bar.update(len(x))
     probs = torch.cat(outputs)
     seconds = time.perf_counter() - start

@@ -5,8 +5,9 @@ A HistGradientBoosting model, or a CatBoost model's oblivious trees, becomes a `
 packed into flat buffers, every (row, tree) pair walked from its root by a fixed number of gather / where steps (no
 data-dependent control flow, so tracing and the TorchScript ONNX exporter see one static graph with a dynamic batch
 axis). A LogisticRegression or Ridge becomes a `LinearModel`. Both compare and sum in float64, as scikit-learn
-does, and return float32 probabilities [N, K] that match `predict_proba`. Everything lives in registered buffers, so a state_dict alone (what kit saves per
-fold and loads with weights_only=True) rebuilds the module: see `from_state_dict`.
+does, and return float32 probabilities [N, K] that match `predict_proba`. Everything lives in registered buffers,
+so a state_dict alone (what kit saves per fold and loads with weights_only=True) rebuilds the module: see
+`from_state_dict`.
 """
 
 from __future__ import annotations

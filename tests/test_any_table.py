@@ -45,6 +45,8 @@ def new_and_train(tmp: Path, data: Path, name: str, metric: str, extra: str = ""
     assert trained.returncode == 0, trained.stderr
     predicted = run_kit("predict", "--comp", comp, "--runs", str(runs))
     assert predicted.returncode == 0, predicted.stderr
+    for log in (trained.stderr, predicted.stderr):  # the OOF and predict bars count rows, from their first frame
+        assert "rows/s" in log and "images" not in log
     return runs / name / "latest"
 
 

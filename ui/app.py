@@ -79,6 +79,20 @@ class NotUploaded:
     what: str
 
 
+def readable(item: Any, predictor: runtime.Predictor, problems: list[str]) -> tuple[str, np.ndarray] | None:
+    """(path, model input) of one dropped item, or None with the reason added to `problems`."""
+    if isinstance(item, NotUploaded):
+        problems.append(f"- `{item.what}`: not an uploaded file; send files as a list of uploads, e.g. "
+                        "gradio_client's files=[handle_file(path)] (a path string is not read)")
+        return None
+    path = item if isinstance(item, str) else item.name
+    try:
+        return path, predictor.prepare([path])[0]
+    except KitError as exc:
+        problems.append(f"- `{Path(path).name}`: {exc}")
+        return None
+
+
 class AnyFiles(GradioRootModel):
     """The raw `files` payload, whatever its shape; dropped_files sorts it out."""
 
@@ -226,28 +240,23 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
             predictor = model(competition or image_comps[0], backend, device)
         except KitError as exc:
             return [], {}, f"**Cannot load the export:** {exc}"
-        gallery, first, problems, ok = [], {}, [], []
-        for item in files:
-            if isinstance(item, NotUploaded):
-                problems.append(f"- `{item.what}`: not an uploaded file; send files as a list of uploads, e.g. "
-                                "gradio_client's files=[handle_file(path)] (a path string is not read)")
+        gallery, first, problems, answered = [], {}, [], 0
+        start = time.perf_counter()
+        # A chunk the runtime's memory budget sizes at a time: decoded, answered and let go, so a drop of any size
+        # holds one chunk of photos.
+        for at in range(0, len(files), predictor.chunk):
+            ok = [x for x in (readable(item, predictor, problems) for item in files[at : at + predictor.chunk]) if x]
+            if not ok:
                 continue
-            path = item if isinstance(item, str) else item.name
-            try:
-                ok.append((path, predictor.prepare([path])[0]))
-            except KitError as exc:
-                problems.append(f"- `{Path(path).name}`: {exc}")
-        if ok:
-            start = time.perf_counter()
-            probs = predictor.outputs([x for _, x in ok])  # in chunks the runtime's memory budget sizes
-            per_image_ms = (time.perf_counter() - start) * 1000 / len(ok)
-            for (path, _), p in zip(ok, probs, strict=True):
+            for (path, _), p in zip(ok, predictor.outputs([x for _, x in ok]), strict=True):
                 best = np.argsort(p)[::-1][: int(top_k)]
-                label = {predictor.classes[i]: float(p[i]) for i in best}
                 # The uploaded file itself: already in Gradio's cache, so concurrent requests never rewrite it.
                 gallery.append((path, f"{predictor.classes[best[0]]} {p[best[0]]:.0%}"))
-                first = first or label
-            status = f"{len(ok)} image(s) classified in {per_image_ms:.1f} ms each ({loaded(predictor)})."
+                first = first or {predictor.classes[i]: float(p[i]) for i in best}
+            answered += len(ok)
+        if answered:
+            per_image_ms = (time.perf_counter() - start) * 1000 / answered
+            status = f"{answered} image(s) classified in {per_image_ms:.1f} ms each ({loaded(predictor)})."
         else:
             status = "No readable image."
         if problems:

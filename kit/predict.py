@@ -21,7 +21,7 @@ from kit.device import describe, resolve
 from kit.ensemble import tta_passes
 from kit.errors import KitError
 from kit.metrics import labels
-from kit.runtime import BUDGET_PIXELS
+from kit.runtime import BUDGET_PIXELS, images_per_pass
 from kit.submission import make_submission, read_sample, write_submission
 from kit.tasks import get_task
 
@@ -70,8 +70,8 @@ def batch_size(config: Config, device: torch.device) -> int:
     budget: the same BUDGET_PIXELS that sizes an export's chunks in kit.runtime."""
     if config.predict.batch_size:
         return config.predict.batch_size
-    side = config.image.test_size or config.image.size
-    return max(1, BUDGET_PIXELS[device.type] // (len(tta_passes(config.tta.views, config.tta.blend)) * side**2))
+    passes = len(tta_passes(config.tta.views, config.tta.blend))
+    return images_per_pass(BUDGET_PIXELS[device.type], passes, config.image.test_size or config.image.size)
 
 
 def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,

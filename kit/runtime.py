@@ -43,6 +43,11 @@ GPU_FIX = ("install ONNX Runtime's GPU build in place of the CPU one: `make setu
            "onnxruntime-gpu; docs/exports.md, ONNX on the GPU)")
 
 
+def images_per_pass(budget_pixels: int, passes: int, side: int) -> int:
+    """Images whose TTA passes at side x side fit `budget_pixels` in one forward pass (at least 1)."""
+    return max(1, budget_pixels // (passes * side**2))
+
+
 class Predictor:
     """One loaded export. `predict_proba` takes images (paths, PIL images, uint8 arrays) or table rows."""
 
@@ -152,7 +157,7 @@ class Predictor:
         tta = self.meta.get("tta") or {}
         # An export from before meta.json recorded its passes: its views, plus the plain view a blend may add.
         passes = tta.get("passes") or len(tta.get("views") or []) + 1
-        return max(1, self.budget_pixels // (passes * self.size**2))
+        return images_per_pass(self.budget_pixels, passes, self.size)
 
     def predict_proba(self, inputs: Any) -> np.ndarray:
         """Class probabilities [N, classes] for images, or for table rows (dicts / a DataFrame)."""

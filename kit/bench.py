@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from kit import augment
+from kit import augment, runs
 from kit.batches import DatasetBatches
 from kit.config import Config, TrainConfig
-from kit.device import describe, resolve
+from kit.device import available_cpus, describe, resolve
 from kit.errors import KitError
-from kit.images import cached_decode, list_labelled, split_folders
+from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
 from kit.tasks import Samples
 from kit.tasks.image import augment_backend, augmentation, decode_workers, loader_workers
 from kit.trainer import TrainState, train_epoch
@@ -182,6 +182,23 @@ def prediction(config: Config, task, samples: Samples, device: torch.device,
             ("  model-only ceiling", f"{ceiling:.1f} images/s (one model, {len(x)} images per forward pass)"),
             ("  kit predict", f"{kit:.1f} images/s ({kit / ceiling:.2f}x ceiling)")]
     return rows, kit / ceiling
+
+
+def report(config: Config, data: Path | None, limit: int | None, device_name: str, rounds: int,
+           exports: Path, threads: int | None) -> str:
+    """`make bench`: the competition's pipeline against its ceiling, its export when there is one, and one
+    efficiency line."""
+    pipeline = image_pipeline if config.task == "image" else table_pipeline
+    rows, efficiency = pipeline(config, data, limit, device_name, rounds)
+    export_dir = exports / config.competition
+    if (export_dir / "meta.json").is_file():
+        rows += inference(export_dir, threads or available_cpus())
+        if config.task == "image":
+            rows += ui_load(exports, config.competition, list_unlabelled(config.path(config.data.test))[0])
+    else:
+        rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={runs.comp_arg(config)})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([*(f"{k:<{width}}  {v}" for k, v in rows), efficiency])
 
 
 def image_pipeline(config: Config, data: Path | None, limit: int | None, device_name: str = "auto",

@@ -128,64 +128,60 @@ def run(args: argparse.Namespace) -> int:
         from kit.distributed import launch
 
         return launch(args.nproc_per_node, without_option(args.argv, "--nproc_per_node"))
-    if args.command == "train":
-        from kit.cv import cross_validate
+    COMMANDS[args.command](config, args)
+    return 0
 
-        cross_validate(config, args.data, args.runs, args.resume, args.parallel)
-    elif args.command == "predict" and args.source == "export":
+
+def _train(config, args: argparse.Namespace) -> None:
+    from kit.cv import cross_validate
+
+    cross_validate(config, args.data, args.runs, args.resume, args.parallel)
+
+
+def _predict(config, args: argparse.Namespace) -> None:
+    if args.source == "export":
         from kit.predict import predict_export
 
         print(predict_export(args.exports / config.competition, config, args.backend, args.test, args.out,
                              args.device, args.trust_code))
-    elif args.command == "predict":
-        from kit import runs
-        from kit.predict import predict_run
+        return
+    from kit import runs
+    from kit.predict import predict_run
 
-        run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
-        print(predict_run(run_dir, args.test, args.out, args.device, config.predict))
-    elif args.command == "export":
-        from kit import runs
-        from kit.export import export_run
+    run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
+    print(predict_run(run_dir, args.test, args.out, args.device, config.predict))
 
-        run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
-        print(export_run(run_dir, args.exports, args.data, args.device))
-    elif args.command == "compare":
-        from kit import runs
-        from kit.compare import report
 
-        print(report(*(runs.find_run(config.competition, r, args.runs, comp=runs.comp_arg(config))
-                       for r in (args.a, args.b))))
-    elif args.command == "bench":
-        from kit import bench
+def _export(config, args: argparse.Namespace) -> None:
+    from kit import runs
+    from kit.export import export_run
 
-        rows, efficiency = [], ""
-        if config.task == "image":
-            rows, efficiency = bench.image_pipeline(config, args.data, args.limit, args.device, args.rounds)
-        else:
-            rows, efficiency = bench.table_pipeline(config, args.data, args.limit, args.device, args.rounds)
-        export_dir = args.exports / config.competition
-        if (export_dir / "meta.json").is_file():
-            from kit.device import available_cpus
+    run_dir = runs.find_run(config.competition, args.run, args.runs, finished=True, comp=runs.comp_arg(config))
+    print(export_run(run_dir, args.exports, args.data, args.device))
 
-            rows += bench.inference(export_dir, args.threads or available_cpus())
-            if config.task == "image":
-                from kit.images import list_unlabelled
 
-                image = list_unlabelled(config.path(config.data.test))[0]
-                rows += bench.ui_load(args.exports, config.competition, image)
-        else:
-            from kit import runs
+def _compare(config, args: argparse.Namespace) -> None:
+    from kit import runs
+    from kit.compare import report
 
-            rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={runs.comp_arg(config)})"))
-        width = max(len(k) for k, _ in rows)
-        print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-        if efficiency:
-            print(efficiency)
-    elif args.command == "data":
-        from kit.download import fetch
+    print(report(*(runs.find_run(config.competition, r, args.runs, comp=runs.comp_arg(config))
+                   for r in (args.a, args.b))))
 
-        print(fetch(config, args.data))
-    return 0
+
+def _bench(config, args: argparse.Namespace) -> None:
+    from kit.bench import report
+
+    print(report(config, args.data, args.limit, args.device, args.rounds, args.exports, args.threads))
+
+
+def _data(config, args: argparse.Namespace) -> None:
+    from kit.download import fetch
+
+    print(fetch(config, args.data))
+
+
+COMMANDS = {"train": _train, "predict": _predict, "export": _export, "compare": _compare, "bench": _bench,
+            "data": _data}
 
 
 def without_option(argv: list[str], name: str) -> list[str]:

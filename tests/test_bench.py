@@ -21,3 +21,20 @@ def test_bench_measures_training_and_prediction_against_the_ceiling(tmp_path, fo
     assert [float(r) for r in kit_rows[::2]] == [train, infer]  # the line's ratios are the measured ones
     assert re.search(r"augmentation alone +albumentations \d+ images/s .*tensor \d+ images/s", result.stdout)
     assert "44 from" in result.stdout and "44 images x 2 TTA pass(es) x 2 folds" in result.stdout
+
+
+def test_table_bench_prints_each_learner_against_its_bare_estimator(tmp_path):
+    result = run_kit("bench", "--comp", "titanic", "--device", "cpu", "--rounds", "1",
+                     "--exports", str(tmp_path / "none"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"efficiency gbdt \d+\.\d\d linear \d+\.\d\d net \d+\.\d\d \(device CPU \(\d+ threads?\)\)",
+                        lines[-1])
+    rows = re.findall(r"^learner (\w+).*?kit ([\d,]+) rows/s, (?:the estimator alone|model-only ceiling) "
+                      r"([\d,]+) rows/s \(([\d.]+)x", result.stdout, re.M)
+    assert [name for name, *_ in rows] == ["gbdt", "linear", "net"]
+    for name, kit_rate, bare_rate, ratio in rows:
+        measured = float(kit_rate.replace(",", "")) / float(bare_rate.replace(",", ""))
+        assert abs(measured - float(ratio)) < 0.01 + 0.01 * measured, name  # the printed ratio is the measured one
+    assert re.findall(r"\d+\.\d\d", lines[-1]) == [ratio for *_, ratio in rows]
+    assert "891 x " in result.stdout and "skipped: no export" in result.stdout

@@ -219,14 +219,30 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
     if not metas:
         raise KitError(f"no usable exports in {exports}; train and export first: "
                        "make train COMP=food101-10 && make export COMP=food101-10")
-    image_comps = [c for c, m in metas.items() if m["task"] == "image"]
-    tabular_comps = [c for c, m in metas.items() if m["task"] == "tabular"]
 
     @functools.lru_cache(maxsize=8)
     def model(comp: str, backend: str, device: str) -> runtime.Predictor:
         return runtime.load(exports / comp, backend=BACKENDS.get(backend, backend), device=device,
                             trust_code=trust_code)
 
+    with gr.Blocks(title="kit") as app:
+        gr.Markdown("# kit · classify with the exported fold ensemble")
+        image_comps = [c for c, m in metas.items() if m["task"] == "image"]
+        if image_comps:
+            image_tab({c: metas[c] for c in image_comps}, model)
+        for comp, meta in metas.items():
+            if meta["task"] == "tabular":
+                table_tab(comp, meta, model)
+        with gr.Tab("About"):
+            gr.Markdown("\n\n".join(about(m) for m in metas.values()))
+            keys = ("target", "metric", "classes", "input", "tta", "cv", "parity", "versions")
+            gr.Code(json.dumps({c: {k: m.get(k) for k in keys}
+                                for c, m in metas.items()}, indent=1), language="json", label="meta.json")
+    return app.queue(default_concurrency_limit=2, max_size=64)
+
+
+def classifier(model, default_comp: str):
+    """The /classify endpoint: top-k per image over the predictors `model(comp, backend, device)` loads."""
     # The API endpoint /classify takes these names; all but `files` have defaults, so a client may pass only files.
     def classify(files: list[str] | None, picture: str | None = None, competition: str = "",
                  backend: str = "ONNX Runtime", device: str = "auto", top_k: int = 5):
@@ -237,7 +253,7 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
         if not files:
             return [], {}, "Drop one or more images first."
         try:
-            predictor = model(competition or image_comps[0], backend, device)
+            predictor = model(competition or default_comp, backend, device)
         except KitError as exc:
             return [], {}, f"**Cannot load the export:** {exc}"
         gallery, first, problems, answered = [], {}, [], 0
@@ -262,91 +278,88 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
         if problems:
             status += "\n\nSkipped:\n" + "\n".join(problems)
         return gallery, first, status
+    return classify
 
-    def row_predictor(comp: str):
-        def predict_row(row: dict, backend: str, device: str):
-            try:
-                predictor = model(comp, backend, device)
-            except KitError as exc:
-                return {}, f"**Cannot load the export:** {exc}"
-            start = time.perf_counter()
-            try:
-                p = predictor.outputs(row)[0]
-            except KitError as exc:
-                return {}, f"**Cannot predict:** {exc}"
-            ms = (time.perf_counter() - start) * 1000
-            answer = f"{p[0]:.6g}" if predictor.regression else \
-                {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
-            return answer, f"Answered in {ms:.1f} ms ({loaded(predictor)})."
-        return predict_row
 
-    def load_problem(comp: str) -> str:
-        """Why this tabular export cannot serve (shown in its tab from the start), or ''."""
-        if not metas[comp]["input"].get("columns"):
-            return (f"**Cannot serve this export:** its meta.json lists no input columns (an older export); "
-                    f"re-run `make export COMP={comp}`")
+def image_tab(metas: dict[str, dict], model) -> None:
+    """The Images tab: drop photos (or take one), get each one's top classes."""
+    comps = list(metas)
+    with gr.Tab("Images"):
+        with gr.Row():
+            with gr.Column():
+                comp = gr.Dropdown(comps, value=comps[0], label="Competition")
+                backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
+                device = gr.Radio(devices(), value="auto", label="Device")
+                top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
+                # No file_types: Gradio would refuse a whole drop for one non-image file, before classify
+                # could skip just that file with its reason.
+                files = dropped_files("Drop images here")
+                with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
+                    picture = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Picture")
+                button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                label = gr.Label(label="First image: top classes")
+                gallery = gr.Gallery(label="Images and their top class", columns=3, height="auto")
+                status = gr.Markdown(label="status")
+                info = gr.Markdown(about(metas[comps[0]]))
+        comp.change(lambda c: about(metas[c]), comp, info, api_visibility="private")  # UI only, not an API
+        classify = classifier(model, comps[0])
+        inputs, outputs = [files, picture, comp, backend, device, top_k], [gallery, label, status]
+        button.click(classify, inputs, outputs, api_name="classify")
+        # Classify on drop (and on an example, a webcam shot or clearing): no click needed. The same function as
+        # /classify, so not a second endpoint.
+        gr.on([files.change, picture.change], classify, inputs, outputs, api_visibility="private")
+        examples = sorted((ROOT / "competitions" / comps[0] / "data" / "test").glob("*.jpg"))[:4]
+        if examples:
+            gr.Examples([[[str(e)]] for e in examples], inputs=[files], label="Examples (shipped sample)")
+
+
+def table_tab(comp: str, meta: dict, model) -> None:
+    """A tabular export's tab: one field per input column, the predicted value or the class probabilities."""
+    columns = meta["input"].get("columns") or []
+
+    def predict_row(row: dict, backend: str, device: str):
         try:
-            model(comp, "ONNX Runtime", "auto")
+            predictor = model(comp, backend, device)
         except KitError as exc:
-            return f"**Cannot load the export:** {exc}"
-        return ""
+            return {}, f"**Cannot load the export:** {exc}"
+        start = time.perf_counter()
+        try:
+            p = predictor.outputs(row)[0]
+        except KitError as exc:
+            return {}, f"**Cannot predict:** {exc}"
+        ms = (time.perf_counter() - start) * 1000
+        answer = f"{p[0]:.6g}" if predictor.regression else \
+            {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
+        return answer, f"Answered in {ms:.1f} ms ({loaded(predictor)})."
 
-    with gr.Blocks(title="kit") as app:
-        gr.Markdown("# kit · classify with the exported fold ensemble")
-        if image_comps:
-            with gr.Tab("Images"):
-                with gr.Row():
-                    with gr.Column():
-                        comp = gr.Dropdown(image_comps, value=image_comps[0], label="Competition")
-                        backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
-                        device = gr.Radio(devices(), value="auto", label="Device")
-                        top_k = gr.Slider(1, 10, value=5, step=1, label="Top k")
-                        # No file_types: Gradio would refuse a whole drop for one non-image file, before classify
-                        # could skip just that file with its reason.
-                        files = dropped_files("Drop images here")
-                        with gr.Accordion("Or one picture from the webcam or clipboard", open=False):
-                            picture = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
-                                               label="Picture")
-                        button = gr.Button("Classify", variant="primary")
-                    with gr.Column():
-                        label = gr.Label(label="First image: top classes")
-                        gallery = gr.Gallery(label="Images and their top class", columns=3, height="auto")
-                        status = gr.Markdown(label="status")
-                        info = gr.Markdown(about(metas[image_comps[0]]))
-                comp.change(lambda c: about(metas[c]), comp, info, api_visibility="private")  # UI only, not an API
-                inputs, outputs = [files, picture, comp, backend, device, top_k], [gallery, label, status]
-                button.click(classify, inputs, outputs, api_name="classify")
-                # Classify on drop (and on an example, a webcam shot or clearing): no click needed. The same
-                # function as /classify, so not a second endpoint.
-                gr.on([files.change, picture.change], classify, inputs, outputs, api_visibility="private")
-                examples = sorted((ROOT / "competitions" / image_comps[0] / "data" / "test").glob("*.jpg"))[:4]
-                if examples:
-                    gr.Examples([[[str(e)]] for e in examples], inputs=[files], label="Examples (shipped sample)")
-        for comp_name in tabular_comps:
-            meta = metas[comp_name]
-            columns = meta["input"].get("columns") or []
-            problem = load_problem(comp_name)
-            with gr.Tab(comp_name):
-                with gr.Row():
-                    with gr.Column():
-                        fields = [field(c) for c in columns]
-                        t_backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
-                        t_device = gr.Radio(devices(), value="auto", label="Device")
-                        t_button = gr.Button("Predict", variant="primary")
-                    with gr.Column():
-                        regression = (meta.get("target") or {}).get("type") == "regression"
-                        t_label = gr.Label(label=f"Predicted {meta['target']['column']}" if regression
-                                           else "Class probabilities", num_top_classes=len(meta["classes"]) or None)
-                        t_status = gr.Markdown(problem, label="status")
-                        gr.Markdown(about(meta))
-                t_button.click(tabular_endpoint(columns, row_predictor(comp_name)), [*fields, t_backend, t_device],
-                               [t_label, t_status], api_name=api_name(comp_name))
-        with gr.Tab("About"):
-            gr.Markdown("\n\n".join(about(m) for m in metas.values()))
-            keys = ("target", "metric", "classes", "input", "tta", "cv", "parity", "versions")
-            gr.Code(json.dumps({c: {k: m.get(k) for k in keys}
-                                for c, m in metas.items()}, indent=1), language="json", label="meta.json")
-    return app.queue(default_concurrency_limit=2, max_size=64)
+    with gr.Tab(comp):
+        with gr.Row():
+            with gr.Column():
+                fields = [field(c) for c in columns]
+                backend = gr.Radio(list(BACKENDS), value="ONNX Runtime", label="Backend")
+                device = gr.Radio(devices(), value="auto", label="Device")
+                button = gr.Button("Predict", variant="primary")
+            with gr.Column():
+                regression = (meta.get("target") or {}).get("type") == "regression"
+                label = gr.Label(label=f"Predicted {meta['target']['column']}" if regression
+                                 else "Class probabilities", num_top_classes=len(meta["classes"]) or None)
+                status = gr.Markdown(load_problem(comp, columns, model), label="status")
+                gr.Markdown(about(meta))
+        button.click(tabular_endpoint(columns, predict_row), [*fields, backend, device], [label, status],
+                     api_name=api_name(comp))
+
+
+def load_problem(comp: str, columns: list[str], model) -> str:
+    """Why a tabular export cannot serve (shown in its tab from the start), or ''."""
+    if not columns:
+        return (f"**Cannot serve this export:** its meta.json lists no input columns (an older export); "
+                f"re-run `make export COMP={comp}`")
+    try:
+        model(comp, "ONNX Runtime", "auto")
+    except KitError as exc:
+        return f"**Cannot load the export:** {exc}"
+    return ""
 
 
 def serve(app: gr.Blocks, port: int | None = None) -> str:

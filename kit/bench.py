@@ -305,9 +305,10 @@ def mlp_rates(task, config: Config, samples: Samples, state: dict, device: torch
     rates: dict[str, list[float]] = {"kit": [], "ceiling": []}
     epochs = [0]
     criterion = objective(config, samples, state).criterion(device)
+    training_rate(train_state, kit, cfg, epochs, 0.0, criterion)  # warm-up: allocator, autograd, optimizer state
     for _ in range(rounds):
-        for name, batches in (("ceiling", synthetic), ("kit", kit)):
-            rates[name].append(training_rate(train_state, batches, cfg, epochs, 0.0, criterion))
+        for name, batches in (("ceiling", synthetic), ("kit", kit)):  # at least a second each: small tables too
+            rates[name].append(training_rate(train_state, batches, cfg, epochs, 1.0, criterion))
     return max(rates["kit"]), max(rates["ceiling"])
 
 

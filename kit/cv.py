@@ -22,7 +22,7 @@ from kit.errors import KitError, describe_os_error
 from kit.metrics import Metric, best_threshold, get_metric, labels
 from kit.objective import Objective
 from kit.predict import ensemble_probs
-from kit.tasks import Samples, get_task
+from kit.tasks import Samples, Task, get_task
 from kit.trainer import fit
 
 log = logging.getLogger(__name__)
@@ -104,21 +104,8 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     dist = distributed.setup()
     if not dist.main and parallel == "data":
         logging.getLogger("kit").setLevel(logging.WARNING)  # rank 0 reports for everyone
-    if config.train.deterministic:
-        make_deterministic()
-    else:
-        torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its kernels once
-    config = get_task(config).resolve(data)
-    task = get_task(config)
     started = time.perf_counter()
-    if not dist.main:
-        dist.barrier()  # rank 0 decodes the images into the cache first; the others then read it
-    train = task.load("train", data)
-    if dist.main:
-        dist.barrier()
-    if data is not None:  # the run's config.yaml records where its training data came from
-        config.data.train = str(Path(data).resolve())
-    learners.check_available(config.learners, config.target.type == "regression")
+    config, task, train = load_training(config, data, dist)
     splits = make_splits(config, train)
     fold_of = folds_of(splits, len(train), config.cv.repeats)
     run_dir = Path(dist.from_main(lambda: str(open_run(config, train.ids, fold_of, runs_dir, resume))))
@@ -148,6 +135,26 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
             writer.close()
     distributed.teardown()
     return run_dir
+
+
+def load_training(config: Config, data: Path | None, dist: Dist) -> tuple[Config, Task, Samples]:
+    """Set the backends, resolve the config against the data and load the training samples (rank 0 first: it
+    decodes the images into the cache, then the other ranks read it)."""
+    if config.train.deterministic:
+        make_deterministic()
+    else:
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its kernels once
+    config = get_task(config).resolve(data)
+    task = get_task(config)
+    if not dist.main:
+        dist.barrier()
+    train = task.load("train", data)
+    if dist.main:
+        dist.barrier()
+    if data is not None:  # the run's config.yaml records where its training data came from
+        config.data.train = str(Path(data).resolve())
+    learners.check_available(config.learners, config.target.type == "regression")
+    return config, task, train
 
 
 def make_splits(config: Config, train: Samples) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -321,7 +328,7 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
             log.info("  %-*s CV %s %.4f ± %.4f; the blend's gain over it: %+.4f ± %.4f (sd over folds)", width,
                      learner, name, score["mean"], score["std"], score["blend_gain"]["mean"], score["blend_gain"]["sd"])
         b = summary["blend"]
-        log.info("  blend: %s, weights %s (cross-fitted %s gain of fitted weights over the mean %+.4f, 2 s.e. %.4f)",
+        log.info("  blend by %s: %s (cross-fitted %s gain of fitted weights over the mean %+.4f, 2 s.e. %.4f)",
                  b["method"], {k: round(w, 3) for k, w in b["weights"].items()}, name, b["evidence"]["mean"],
                  b["evidence"]["two_se"])
 

@@ -279,7 +279,7 @@ def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray,
     regression = task.config.target.type == "regression"
     y = forward(samples.y, task.config.target.transform) if regression else samples.y
     columns = learner_columns(state, name)
-    direct_x = (x if columns is None else x[:, columns]).astype(np.float64)
+    direct_x = x if columns is None else x[:, columns]
     kit_times, direct_times = [], []
     for _ in range(rounds):
         start = time.perf_counter()

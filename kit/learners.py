@@ -89,9 +89,9 @@ def _catboost(cls: type, config: Config, rows: int, seed: int):
 
 
 def fit_estimator(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed: int):
-    """The fitted estimator of learner `name` on `x`. CatBoost sees at most catboost.max_rows of the rows (a sample
-    drawn by `seed`, taken before any copy) and stops early on 10% of those; scikit-learn's learners get float64
-    and HGB holds out its own."""
+    """The fitted estimator of learner `name` on `x` (float32, as encoded: each estimator converts what it needs,
+    HGB and RidgeCV to float64, LogisticRegression solves in float32). CatBoost sees at most catboost.max_rows of
+    the rows (a sample drawn by `seed`) and stops early on 10% of those; HGB holds out its own."""
     if name == "catboost" and 0 < config.catboost.max_rows < len(x):
         rows = np.sort(np.random.default_rng(seed).choice(len(x), config.catboost.max_rows, replace=False))
         x, y = x[rows], y[rows]
@@ -100,7 +100,7 @@ def fit_estimator(name: str, config: Config, x: np.ndarray, y: np.ndarray, seed:
         held = np.random.default_rng(seed).random(len(x)) < 0.1
         return model.fit(x[~held], y[~held], eval_set=(x[held], y[held]))
     with threadpool_limits(limits=1 if len(x) < SMALL else None):
-        return model.fit(x.astype(np.float64, copy=False), y)  # as scikit-learn compares: float64
+        return model.fit(x, y)
 
 
 COMPILERS = {"gbdt": trees.compile_hgb, "catboost": trees.compile_catboost, "linear": trees.compile_linear}

@@ -4,8 +4,9 @@ TorchScript / ONNX export, parity check and serving path as the image models.
 A HistGradientBoosting model, or a CatBoost model's oblivious trees, becomes a `TreeEnsemble`: every tree's nodes
 packed into flat buffers, every (row, tree) pair walked from its root by a fixed number of gather / where steps (no
 data-dependent control flow, so tracing and the TorchScript ONNX exporter see one static graph with a dynamic batch
-axis). A LogisticRegression or Ridge becomes a `LinearModel`. Both compare and sum in float64, as scikit-learn
-does, and return float32 probabilities [N, K] that match `predict_proba`. Everything lives in registered buffers,
+axis). A LogisticRegression or Ridge becomes a `LinearModel`. Trees compare in float64, as scikit-learn does, so
+no threshold test flips; linear models sum in float64. Both return float32 probabilities [N, K] that match
+`predict_proba`. Everything lives in registered buffers,
 so a state_dict alone (what kit saves per fold and loads with weights_only=True) rebuilds the module: see
 `from_state_dict`.
 """
@@ -203,7 +204,8 @@ def _oblivious_nodes(features: list[int], borders: list[float], values: np.ndarr
 
 
 class LinearModel(nn.Module):
-    """A linear model as weight [K, F] and bias [K] buffers, in float64 like scikit-learn's decision_function:
+    """A linear model as weight [K, F] and bias [K] buffers, summed in float64 (scikit-learn's own
+    decision_function sums in the dtype it was fitted in, float32 inside kit):
     logistic regression (K = 1 for binary) linked to probabilities, or ridge regression's values (`identity`)."""
 
     BUFFERS = ("weight", "bias", "identity")

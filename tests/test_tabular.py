@@ -179,3 +179,20 @@ def test_catboost_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
     x = rng.standard_normal((1000, 4)).astype(np.float32)
     model = learners.fit_estimator("catboost", config, x, (x[:, 0] > 0).astype(int), 0)
     assert model.get_leaf_weights()[: 2**config.catboost.depth].sum() == seen
+
+
+@pytest.mark.parametrize("target_type", ["binary", "regression"])
+def test_the_linear_learner_fits_the_encoded_float32_rows_without_a_float64_copy(target_type):
+    """LogisticRegression solves in the float32 it is given (no float64 copy of a fold's one-hot columns, the
+    largest array of a big table's fit); RidgeCV converts for itself and hands back float32 coefficients."""
+    from kit import learners
+
+    config = load_config("titanic")
+    if target_type == "regression":
+        config.target.type = "regression"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) if target_type == "binary" else x[:, 0] * 2.0
+    model = learners.fit_estimator("linear", config, x, y, 0)
+    assert model.coef_.dtype == np.float32
+    assert type(model).__name__ == ("LogisticRegression" if target_type == "binary" else "RidgeCV")

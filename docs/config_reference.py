@@ -1,4 +1,4 @@
-"""The configuration reference, generated from kit/config.py.
+"""The configuration reference, generated from kit/config.py and the learners' settings (kit/learners/*.py).
 
 MkDocs runs this file as a hook (mkdocs.yml) on every build: the tables replace MARKER in docs/configuration.md.
 `python docs/config_reference.py` prints them. Meanings come from the comments where each key is declared (see
@@ -118,7 +118,8 @@ def sections(root: type, prefix: str = "") -> list[tuple[str, type, list[datacla
 
 def markdown(root: type, ranges: dict[str, str]) -> str:
     """The reference for dataclass `root`: a table per section, every key with its meaning."""
-    meanings = field_comments(inspect.getsource(inspect.getmodule(root)))
+    modules = {inspect.getmodule(cls) for _, cls, _ in sections(root)}  # a learner's section is in its module
+    meanings = {k: v for m in modules for k, v in field_comments(inspect.getsource(m)).items()}
     out = []
     for prefix, cls, values in sections(root):
         doc = inspect.getdoc(cls) if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None
@@ -131,7 +132,7 @@ def markdown(root: type, ranges: dict[str, str]) -> str:
             key, meaning = prefix + f.name, meanings.get((cls.__name__, f.name))
             if not meaning:
                 raise UndocumentedError(f"config key {key!r} ({cls.__name__}.{f.name}) has no comment saying what "
-                                        "it means; add one on its line in kit/config.py")
+                                        f"it means; add one on its line in {inspect.getsourcefile(cls)}")
             cells = [f"`{key}`", type_name(hints[f.name]), default_text(f), ranges.get(key, "—"), meaning]
             out.append("| " + " | ".join(c.replace("|", "\\|").replace("<", "&lt;") for c in cells) + " |")
         out.append("")

@@ -30,6 +30,8 @@ SHUFFLE, AUGMENT = 1, 2  # streams of derived seeds; the trainer owns the others
 class Batches(Protocol):
     """One epoch of (input, label) batches on the training device; `set_epoch` fixes the epoch's order and draws."""
 
+    unit: str  # what a sample is, for the epoch line: img, rows
+
     def set_epoch(self, seed: int, epoch: int) -> None: ...
 
     def __len__(self) -> int: ...
@@ -67,6 +69,8 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, d
 class DatasetBatches:
     """A torch Dataset through one DataLoader (persistent workers, pinned memory on CUDA). Items are fetched as
     (augmentation key, index) pairs when the dataset is augmented, so workers need no per-epoch state."""
+
+    unit = "img"  # what a sample is, for the epoch line
 
     def __init__(self, data: Dataset, batch_size: int, device: torch.device, shuffle: bool, workers: int,
                  dist: Dist = SINGLE):
@@ -112,6 +116,8 @@ class TensorBatches:
     """Table rows already in memory as tensors on the training device: a batch is one indexing of them, in the order
     `epoch_order` deals (the same batches a DataLoader over the rows would give, without a Python call per row)."""
 
+    unit = "rows"  # what a sample is, for the epoch line
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, shuffle: bool,
                  dist: Dist = SINGLE):
         self.x, self.y, self.device = x.to(device), y.to(device), device
@@ -136,6 +142,8 @@ class TensorBatches:
 class DeviceImages:
     """The uint8 NHWC images of a fold on the training device when `place` finds room (cache_fits), else in
     pinned host memory, copied a whole batch at a time; augmented (or resized) per batch there."""
+
+    unit = "img"  # what a sample is, for the epoch line
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device: torch.device, size: int,
                  augment_cfg: AugmentConfig | None, share: float = 0.5, dist: Dist = SINGLE):

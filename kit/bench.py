@@ -153,10 +153,11 @@ def prediction(config: Config, task, samples: Samples, device: torch.device,
     state = task.fit(samples)
     folds = 1 if config.cv.folds == "given" else config.cv.folds
     models = [task.build_model(state).to(device) for _ in range(folds)]
-    ensemble = task.ensemble([{"net": m} for m in models], [state] * folds, [1.0]).to(device).eval()
+    ensemble = task.ensemble([{config.learners[0]: m} for m in models], [state] * folds, [1.0]).to(device).eval()
     batch = batch_size(config, device)
     predictor = type(task)(dataclasses.replace(config, image=dataclasses.replace(config.image, batch_size=batch)))
-    passes = len(ensemble.members[0].learners["net"].passes)  # TTA views, plus the plain view when a blend needs it
+    # TTA views, plus the plain view when a blend needs it
+    passes = len(next(iter(ensemble.members[0].learners.values())).passes)
     amp = config.predict.amp
     kit_rates = []
     for _ in range(rounds):
@@ -188,27 +189,28 @@ def report(config: Config, data: Path | None, limit: int | None, device_name: st
            exports: Path, threads: int | None) -> str:
     """`make bench`: the competition's pipeline against its ceiling, its export when there is one, and one
     efficiency line."""
-    pipeline = image_pipeline if config.task == "image" else table_pipeline
-    rows, efficiency = pipeline(config, data, limit, device_name, rounds)
+    from kit.tasks import task_class
+
+    pipeline = {"images": image_pipeline, "rows": table_pipeline}[task_class(config.task).unit]
+    rows, ratios = pipeline(config, data, limit, device_name, rounds)
     export_dir = exports / config.competition
     if (export_dir / "meta.json").is_file():
         rows += inference(export_dir, threads or available_cpus())
-        if config.task == "image":
+        if pipeline is image_pipeline:
             rows += ui_load(exports, config.competition, list_unlabelled(config.path(config.data.test))[0])
     else:
         rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={runs.comp_arg(config)})"))
     width = max(len(k) for k, _ in rows)
-    return "\n".join([*(f"{k:<{width}}  {v}" for k, v in rows), efficiency])
+    line = "efficiency " + " ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + f" (device {dict(rows)['device']})"
+    return "\n".join([*(f"{k:<{width}}  {v}" for k, v in rows), line])
 
 
 def image_pipeline(config: Config, data: Path | None, limit: int | None, device_name: str = "auto",
-                   rounds: int = 2) -> tuple[list[tuple[str, str]], str]:
+                   rounds: int = 2) -> tuple[list[tuple[str, str]], dict[str, float]]:
     """Training and prediction throughput of kit's image pipeline against the model alone on the same device;
-    the rows, and the efficiency line (kit / ceiling)."""
+    the rows, and the efficiency ratios (kit / ceiling) for train and infer."""
     from kit.tasks import get_task
 
-    if config.task != "image":
-        raise KitError(f"make bench measures image pipelines; {config.competition} is a {config.task} task")
     device = resolve(device_name)
     torch.backends.cudnn.benchmark = not config.train.deterministic  # as kit.cv trains
     root = Path(data) if data else config.path(config.data.train)
@@ -231,17 +233,16 @@ def image_pipeline(config: Config, data: Path | None, limit: int | None, device_
                                    f"{decode_workers(config.image.decode_workers)} workers)")]
     train_rows, train_eff = training(config, task, samples, paths, device, rounds)
     infer_rows, infer_eff = prediction(config, task, samples, device, rounds)
-    return [*rows, *train_rows, *infer_rows], f"efficiency train {train_eff:.2f} infer {infer_eff:.2f} " \
-                                              f"(device {describe(device)})"
+    return [*rows, *train_rows, *infer_rows], {"train": train_eff, "infer": infer_eff}
 
 
 def table_pipeline(config: Config, data: Path | None, limit: int | None, device_name: str = "auto",
-                   rounds: int = 2) -> tuple[list[tuple[str, str]], str]:
+                   rounds: int = 2) -> tuple[list[tuple[str, str]], dict[str, float]]:
     """A tabular competition's fits inside kit against the same work done directly, on one training split of up
     to `limit` rows (default 50,000): each scikit-learn learner's fit through kit (column choice, fit, compile)
     against the same estimator fitted directly on the same encoded arrays, and the MLP's training rows/s through
     kit's batches against the model alone on a batch already on the device. Best of `rounds` each."""
-    from kit import learners
+    from kit.learners import get_learner
     from kit.tasks import get_task
 
     device = resolve(device_name)
@@ -255,38 +256,37 @@ def table_pipeline(config: Config, data: Path | None, limit: int | None, device_
     encode = time.perf_counter() - start
     rows = [("device", describe(device)), ("rows", f"{len(samples)} x {x.shape[1]} encoded features"),
             ("encoding (fit + encode)", f"{encode:.2f} s ({len(samples) / encode:,.0f} rows/s)")]
-    ratios = {}
-    for name in (n for n in config.learners if n != "net"):
-        kit_rate, direct_rate = learner_rates(task, name, samples, state, x, rounds, learners)
-        ratios[name] = kit_rate / direct_rate
-        rows.append((f"learner {name}", f"kit {kit_rate:,.0f} rows/s, the estimator alone {direct_rate:,.0f} "
-                                        f"rows/s ({ratios[name]:.2f}x)"))
-    if "net" in config.learners:
+    ratios, compiled = {}, [get_learner(n) for n in config.learners if get_learner(n).compiled]
+    for learner in compiled:
+        kit_rate, direct_rate = learner_rates(task, learner, samples, state, x, rounds)
+        ratios[learner.name] = kit_rate / direct_rate
+        rows.append((f"learner {learner.name}", f"kit {kit_rate:,.0f} rows/s, the estimator alone "
+                                                f"{direct_rate:,.0f} rows/s ({ratios[learner.name]:.2f}x)"))
+    for name in (n for n in config.learners if not get_learner(n).compiled):
         kit_rate, ceiling = mlp_rates(task, config, samples, state, device, rounds)
-        ratios["net"] = kit_rate / ceiling
-        rows.append(("learner net (MLP)", f"kit {kit_rate:,.0f} rows/s, model-only ceiling {ceiling:,.0f} rows/s "
-                                          f"({ratios['net']:.2f}x; batch {config.train.batch_for(len(samples))})"))
-    line = "efficiency " + " ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + f" (device {describe(device)})"
-    return rows, line
+        ratios[name] = kit_rate / ceiling
+        rows.append((f"learner {name} (MLP)", f"kit {kit_rate:,.0f} rows/s, model-only ceiling {ceiling:,.0f} rows/s "
+                                              f"({ratios[name]:.2f}x; batch {config.train.batch_for(len(samples))})"))
+    return rows, ratios
 
 
-def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray, rounds: int,
-                  learners) -> tuple[float, float]:
-    """Fit rows/s of learner `name` through kit and of its bare estimator on the same arrays, interleaved."""
+def learner_rates(task, learner, samples: Samples, state: dict, x: np.ndarray, rounds: int) -> tuple[float, float]:
+    """Fit rows/s of a compiled learner through kit (column choice, fit, compile) and of its bare estimator on the
+    same arrays, interleaved."""
     from kit.encoding import learner_columns
-    from kit.target import forward
+    from kit.target import get_target
 
-    regression = task.config.target.type == "regression"
-    y = forward(samples.y, task.config.target.transform) if regression else samples.y
-    columns = learner_columns(state, name)
+    target = get_target(task.config)
+    y = target.forward(samples.y)
+    columns = learner_columns(state, learner.reads)
     direct_x = x if columns is None else x[:, columns]
     kit_times, direct_times = [], []
     for _ in range(rounds):
         start = time.perf_counter()
-        learners.fit_learner(name, task.config, x if columns is None else x[:, columns], y, 0)
+        learner.fit_arrays(task.config, target, x if columns is None else x[:, columns], y, 0)
         kit_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        learners.fit_estimator(name, task.config, direct_x, y, 0)
+        learner.fit_estimator(task.config, target, direct_x, y, 0)
         direct_times.append(time.perf_counter() - start)
     return len(x) / min(kit_times), len(x) / min(direct_times)
 
@@ -294,17 +294,17 @@ def learner_rates(task, name: str, samples: Samples, state: dict, x: np.ndarray,
 def mlp_rates(task, config: Config, samples: Samples, state: dict, device: torch.device,
               rounds: int) -> tuple[float, float]:
     """Training rows/s of the MLP through kit's batches and on one synthetic batch already on the device."""
-    from kit.cv import objective
+    from kit.learners.net import prepare_fit
 
     cfg = dataclasses.replace(config.train, batch_size=config.train.batch_for(len(samples)))
-    model = task.build_model(state).to(device)
-    kit = task.loader(samples, state, train=True, device=device)
-    train_state = TrainState(model, cfg, len(kit))
+    parts = prepare_fit(task, config, samples, None, state, device=device)
+    kit = parts.train
+    train_state = TrainState(parts.model, cfg, len(kit))
     x0, y0 = next(iter(kit))
     synthetic = SyntheticBatches(torch.randn_like(x0), y0.clone(), len(kit))
     rates: dict[str, list[float]] = {"kit": [], "ceiling": []}
     epochs = [0]
-    criterion = objective(config, samples, state).criterion(device)
+    criterion = parts.objective.criterion(device)
     training_rate(train_state, kit, cfg, epochs, 0.0, criterion)  # warm-up: allocator, autograd, optimizer state
     for _ in range(rounds):
         for name, batches in (("ceiling", synthetic), ("kit", kit)):  # at least a second each: small tables too

@@ -21,6 +21,9 @@ from typing import Any, Literal
 import yaml
 
 from kit.errors import KitError
+from kit.learners.catboost import CatBoostConfig
+from kit.learners.gbdt import GBDTConfig
+from kit.learners.linear import LinearConfig
 
 COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
@@ -41,9 +44,10 @@ class TargetConfig:
     """What to predict: the training file's target column and its type."""
 
     column: str = "target"  # tabular: the target column of train.csv (image labels come from the file names)
-    # auto: image -> binary or multiclass by the number of classes; tabular -> regression for numbers with more
-    # than 20 distinct values, else binary (2 values) or multiclass (the rule is logged)
-    type: Literal["auto", "binary", "multiclass", "regression"] = "auto"
+    # binary, multiclass or regression (kit/target.py), or auto: image -> binary or multiclass by the number of
+    # classes; tabular -> regression for numbers with more than 20 distinct values, else binary (2 values) or
+    # multiclass (the rule is logged)
+    type: str = "auto"
     # regression: the learners fit transform(y) and predictions are inverted; auto is log1p for rmsle, else none
     transform: Literal["auto", "none", "log1p"] = "auto"
 
@@ -157,51 +161,6 @@ class ModelConfig:
 
 
 @dataclass
-class GBDTConfig:
-    """Learner `gbdt`: scikit-learn's HistGradientBoosting (classifier or regressor) on the fold's features."""
-
-    learning_rate: float = 0.05  # shrinkage of each tree's contribution
-    max_iter: int = 1000  # boosting rounds (the most, with early stopping)
-
-    # Stop when 10% of the fold's training part, held out, has not improved for 20 rounds. auto: on from 10,000
-    # training rows (below, a fixed max_iter fits every fold the same way)
-    early_stopping: bool | Literal["auto"] = "auto"
-    max_leaf_nodes: int = 31  # leaves per tree at most
-    max_depth: int = 0  # 0: unlimited (max_leaf_nodes bounds the trees)
-    min_samples_leaf: int = 20  # training rows per leaf at least
-    l2_regularization: float = 1.0  # L2 penalty on the leaf values
-
-
-@dataclass
-class CatBoostConfig:
-    """Learner `catboost`: CatBoost's oblivious trees (classifier or regressor) on the fold's features, numeric
-    codes for categories as `gbdt` gets them."""
-
-    # From 10,000 training rows: up to max_iter rounds at learning_rate, stopping when 10% of the fold's training
-    # part, held out, has not improved for 100 rounds. Below: CatBoost's own recipe for small tables (1,000 rounds,
-    # or max_iter if fewer, at the learning rate it picks for the rows), as a hold-out of a few hundred rows is too
-    # noisy to stop on.
-    early_stopping: bool | Literal["auto"] = "auto"
-    learning_rate: float = 0.05  # shrinkage per tree, with early stopping
-    max_iter: int = 3000  # boosting rounds at most, with early stopping
-    depth: int = 6  # every tree tests `depth` splits, one per level
-    l2_leaf_reg: float = 3.0  # L2 penalty on the leaf values
-    # Training rows CatBoost fits on at most (a random sample of the fold's training part beyond; 0: all): a round
-    # costs time in proportion to the rows (200 rounds on 200,000 rows: 51 s on one busy core), and early stopping
-    # may take 3,000 rounds, so an 800,000-row fold on all its rows could take most of an hour.
-    max_rows: int = 200_000
-
-
-@dataclass
-class LinearConfig:
-    """Learner `linear`: L2-regularised LogisticRegression (classes) or RidgeCV (values) on the encoded features."""
-
-    C: float = 1.0  # classification: inverse regularisation strength (smaller is stronger); regression: RidgeCV
-    # picks its own strength by leave-one-out on the fold
-    max_iter: int = 1000  # solver iterations at most (lbfgs)
-
-
-@dataclass
 class TrainConfig:
     """The training loop shared by every task: AdamW, linear warm-up then cosine decay, early stopping."""
 
@@ -253,7 +212,7 @@ class Config:
     """A competition's config.yaml: top-level keys and one section per part of the pipeline."""
 
     competition: str  # the competition's name (default: its folder's name)
-    task: Literal["tabular", "image"]  # required: the data type, which decides the task code in kit/tasks/
+    task: str  # required: the data type, which decides the task code in kit/tasks/ (tabular, image)
 
     # class names in output order. Image: required. Tabular classification: [] takes the sorted training labels
     # (binary: the last is the positive class); regression: none
@@ -269,9 +228,9 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
-    # out-of-fold predictions. net: the `model` section, trained by the shared loop; gbdt, linear: scikit-learn;
-    # catboost: CatBoost.
-    learners: list[Literal["net", "gbdt", "catboost", "linear"]] = field(default_factory=lambda: ["net"])
+    # out-of-fold predictions. net: the `model` section, trained by the shared loop; the others (kit/learners/):
+    # gbdt, linear: scikit-learn; catboost: CatBoost; each has the section of its name
+    learners: list[str] = field(default_factory=lambda: ["net"])
     # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
     blend: Literal["auto", "weights", "mean"] = "auto"
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
@@ -340,12 +299,13 @@ def load_config(competition: str, overrides: list[str] | tuple[str, ...] = (), r
 
 
 def check_learners(config: Config) -> None:
-    """The learners list, repeats and the scikit-learn learners' settings."""
+    """The learners list, repeats and the learners' settings."""
+    from kit.learners import get_learner
+
     if not config.learners or len(set(config.learners)) != len(config.learners):
         raise KitError(f"config key 'learners' is {config.learners}; list each learner once, e.g. [net, gbdt, linear]")
-    if config.task == "image" and config.learners != ["net"]:
-        raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network only: "
-                       "learners: [net] (gbdt, catboost and linear are tabular learners)")
+    for name in config.learners:
+        get_learner(name)  # an unknown name is refused with the known ones listed
     for key, value, low, high in _learner_rules(config):
         if not low <= value <= high:  # also refuses NaN
             raise KitError(f"config key {key!r} is {value}; it must be in [{low:g}, {high:g}]")
@@ -354,19 +314,14 @@ def check_learners(config: Config) -> None:
 
 
 def _learner_rules(config: Config) -> list[tuple[str, Any, float, float]]:
-    """(key, value, low, high) for repeats and the scikit-learn learners' settings (both ends included)."""
-    g = config.gbdt
-    return [("cv.repeats", config.cv.repeats, 1, 100), ("gbdt.max_iter", g.max_iter, 1, 100_000),
-            ("gbdt.max_leaf_nodes", g.max_leaf_nodes, 2, 100_000), ("gbdt.max_depth", g.max_depth, 0, 1_000),
-            ("gbdt.min_samples_leaf", g.min_samples_leaf, 1, 1_000_000),
-            ("gbdt.learning_rate", g.learning_rate, 1e-6, 10.0),
-            ("gbdt.l2_regularization", g.l2_regularization, 0, 1e6),
-            ("catboost.max_iter", config.catboost.max_iter, 1, 100_000),
-            ("catboost.learning_rate", config.catboost.learning_rate, 1e-6, 10.0),
-            ("catboost.depth", config.catboost.depth, 1, 16),
-            ("catboost.l2_leaf_reg", config.catboost.l2_leaf_reg, 0, 1e6),
-            ("catboost.max_rows", config.catboost.max_rows, 0, 1e12),
-            ("linear.C", config.linear.C, 1e-9, 1e9), ("linear.max_iter", config.linear.max_iter, 1, 1_000_000)]
+    """(key, value, low, high) for repeats and each learner's settings (both ends included)."""
+    from kit.learners import LEARNERS
+
+    rules = [("cv.repeats", config.cv.repeats, 1, 100)]
+    for name, learner in LEARNERS.items():
+        if learner.settings is not None:
+            rules += [(f"{name}.{key}", value, low, high) for key, value, low, high in getattr(config, name).ranges()]
+    return rules
 
 
 def _read_yaml(path: Path) -> dict:
@@ -405,38 +360,28 @@ def check_ranges(config: Config) -> None:
             raise KitError(f"config key {key!r} is {value}; it must be {expected}")
     if not config.tta.views:
         raise KitError("tta.views is empty; list at least one view, e.g. [identity]")
-    if len(set(config.classes)) != len(config.classes) or len(config.classes) == 1 or (
-            config.task == "image" and not config.classes):
+    if len(set(config.classes)) != len(config.classes) or len(config.classes) == 1:
         raise KitError(f"classes {config.classes} must list at least two distinct names")
 
 
 def check_target(config: Config) -> None:
-    """The target type, metric and CV options fit together (refused before any run folder exists)."""
+    """The task, target type, metric and CV options fit together (refused before any run folder exists)."""
     from kit.metrics import get_metric
+    from kit.target import target_class
+    from kit.tasks import task_class
 
-    kind, cv = config.target.type, config.cv
-    if config.task == "image" and kind == "regression":
-        raise KitError("target.type regression is for tabular competitions; an image competition predicts classes")
-    if kind == "regression" and config.classes:
-        raise KitError(f"target.type is regression but classes lists {config.classes}; remove classes")
-    if kind == "binary" and len(config.classes) not in (0, 2):
-        raise KitError(f"target.type is binary but classes lists {len(config.classes)} names; list two")
-    if kind != "auto" or config.task == "image":
-        get_metric(config.metric, resolved_type(config), config.root)
-    if config.task == "image" and (cv.groups or cv.time):
-        raise KitError("cv.groups and cv.time need table columns; an image competition uses stratified folds")
+    task, cv = task_class(config.task), config.cv
+    if config.target.type != "auto" and (config.classes or target_class(config.target.type).predicts_values):
+        target_class(config.target.type)(config.classes).check_classes()
+    task.check(config)
+    kind = task.known_kind(config)
+    if kind is not None:
+        get_metric(config.metric, kind.name, config.root)
     if cv.groups and cv.time:
         raise KitError("set cv.groups or cv.time, not both")
     if cv.time and (cv.repeats > 1 or cv.folds == "given"):
         raise KitError("cv.time makes one split (the past, then the next block): use cv.repeats=1 and a number of "
                        "folds")
-
-
-def resolved_type(config: Config) -> str:
-    """The target type, where the config alone settles it (image competitions, or a type that is not auto)."""
-    if config.target.type != "auto" or config.task != "image":
-        return config.target.type
-    return "binary" if len(config.classes) == 2 else "multiclass"
 
 
 def _range_rules(config: Config) -> list[tuple[str, Any, Any, str]]:

@@ -175,13 +175,13 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
     return np.hstack(parts).astype(np.float32)
 
 
-def learner_columns(state: dict, learner: str) -> list[int] | None:
-    """The encoded columns learner `learner` reads (None: all): the trees (gbdt, catboost) take the ordinal codes in
-    place of the one-hot columns, the network and the linear model the one-hot columns only."""
+def learner_columns(state: dict, reads: str) -> list[int] | None:
+    """The encoded columns a learner that `reads` "ordinal" category codes (trees) or "onehot" columns (the network,
+    the linear model) takes (None: all); kit/learners/ says which each learner reads."""
     if not state.get("ordinal"):
         return None
     onehot = {f"{c}={v}" for c, vocab in state["categorical"].items() for v in vocab}
-    skip = onehot if learner in ("gbdt", "catboost") else {f"{c}#code" for c in state["ordinal"]}
+    skip = onehot if reads == "ordinal" else {f"{c}#code" for c in state["ordinal"]}
     return [i for i, name in enumerate(feature_names(state)) if name not in skip]
 
 

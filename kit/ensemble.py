@@ -79,6 +79,28 @@ class Blend(nn.Module):
         return (probs * self.weights[:, None]).sum(1)
 
 
+class Softmax(nn.Module):
+    """The network's logits as probabilities, like the other learners' outputs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+class Unstandardize(nn.Module):
+    """The regression network's standardised output back in transform(y) units."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.std + self.mean
+
+
 class TargetInverse(nn.Module):
     """The served ensemble's regression answer back in the target's own units (kit/target.py's inverse); for
     classification and untransformed values, the ensemble unchanged."""

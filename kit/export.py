@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -20,9 +19,9 @@ from kit import runs
 from kit.config import Config
 from kit.contract import sha256
 from kit.device import resolve
-from kit.ensemble import tta_passes
 from kit.errors import KitError
 from kit.runtime import GPU_FIX
+from kit.target import get_target
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exports"), data: Path | Non
         contract = task.write_contract(states, int(x.shape[1]), tmp)  # also copies the files it names into tmp
         trace_and_save(ensemble, x[:TRACE_BATCH], tmp, contract["name"])
         parity = check_parity(ensemble, tmp, x, contract["name"], where)
-        meta = metadata(config, run_dir, states, tmp, parity, contract)
+        meta = metadata(config, run_dir, states, tmp, parity, contract, task.tta_meta())
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         _replace_dir(tmp, final)
     finally:
@@ -144,7 +143,8 @@ def onnx_device(session) -> str:
     return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
 
-def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, contract: dict) -> dict:
+def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, parity: dict, contract: dict,
+             tta: dict | None) -> dict:
     import onnx
     import onnxruntime
 
@@ -169,21 +169,14 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
         "files": {name: {"sha256": sha256(folder / name), "bytes": (folder / name).stat().st_size}
                   for name in ("model.onnx", "model.ts")},
         "parity": parity,
-        # passes: images the graph runs per input image, which kit.runtime sizes its chunks by
-        "tta": {**dataclasses.asdict(config.tta), "passes": len(tta_passes(config.tta.views, config.tta.blend))}
-        if config.task == "image" else None,
+        "tta": tta,
     }
 
 
 def output_contract(config: Config) -> dict:
-    """meta.json["output"]: class probabilities, or regression values in the target's units."""
-    how = "the learners blended with the weights in `learners`, averaged over folds"
-    if config.target.type == "regression":
-        inverse = f", then inverted from {config.target.transform}(y)" if config.target.transform != "none" else ""
-        return {"name": "probs", "dtype": "float32", "shape": ["N", 1],
-                "meaning": f"the predicted {config.target.column}: {how}{inverse}"}
-    return {"name": "probs", "dtype": "float32", "shape": ["N", len(config.classes)],
-            "meaning": f"class probabilities, rows sum to 1: {how} (and TTA views)"}
+    """meta.json["output"]: class probabilities, or values in the target's units (kit/target.py)."""
+    return get_target(config).output_contract(
+        config.target.column, "the learners blended with the weights in `learners`, averaged over folds")
 
 
 def _replace_dir(new: Path, final: Path) -> None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
 
 from kit.errors import KitError
 
-CLASSIFICATION = frozenset({"binary", "multiclass"})
-REGRESSION = frozenset({"regression"})
-ANY = CLASSIFICATION | REGRESSION
 EPS = 1e-15  # log loss clips probabilities to [EPS, 1 - EPS], as Kaggle does
 
 
@@ -31,8 +29,10 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray], float]  # (y_true, what `needs` says) -> score
     greater_is_better: bool
     needs: str  # "label": class indices; "proba": probabilities; "value": regression values
-    tasks: frozenset[str]  # target types it can score
     tuned_threshold: bool = False  # binary: the decision threshold is chosen on OOF rows (F1, MCC)
+    two_classes: bool = False  # scores binary targets only
+    transform: str = "none"  # what regression learners fit for it: log1p(y) for RMSLE (AutoGluon's choice too)
+    target: Any = None  # the Target (kit/target.py) whose predictions it scores: get_metric binds it
 
     @property
     def sign(self) -> float:
@@ -53,23 +53,12 @@ class Metric:
         return float(self.fn(y, self.consumed(pred, threshold)))
 
     def consumed(self, pred: np.ndarray, threshold: float | None = None) -> np.ndarray:
-        """`pred` as the metric takes it: labels, the probabilities (binary: the positive class's), or values."""
-        if self.needs == "value":
-            return pred[:, 0]
-        if self.needs == "proba":
-            return pred[:, 1] if pred.shape[1] == 2 else pred
-        return labels(pred, threshold)
+        """`pred` as the metric takes it (labels, probabilities or values), as its target turns them."""
+        return self.target.consumed(self.needs, pred, threshold)
 
     def better(self, a: float, b: float) -> bool:
         """Whether score `a` beats `b`."""
         return self.sign * (a - b) > 0
-
-
-def labels(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """Class indices: argmax, or for binary with a threshold, positive where p(positive) >= threshold."""
-    if threshold is not None and probs.shape[1] == 2:
-        return (probs[:, 1] >= threshold).astype(np.int64)
-    return probs.argmax(1)
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -89,38 +78,37 @@ def _rmsle(y: np.ndarray, v: np.ndarray) -> float:
 
 
 REGISTRY: dict[str, Metric] = {m.name: m for m in [
-    Metric("accuracy", skm.accuracy_score, True, "label", CLASSIFICATION),
-    Metric("balanced_accuracy", skm.balanced_accuracy_score, True, "label", CLASSIFICATION),
-    Metric("roc_auc", _roc_auc, True, "proba", CLASSIFICATION),
-    Metric("log_loss", _log_loss, False, "proba", CLASSIFICATION),
-    Metric("f1", lambda y, p: skm.f1_score(y, p), True, "label", frozenset({"binary"}), tuned_threshold=True),
-    Metric("macro_f1", lambda y, p: skm.f1_score(y, p, average="macro"), True, "label", CLASSIFICATION),
-    Metric("mcc", skm.matthews_corrcoef, True, "label", CLASSIFICATION, tuned_threshold=True),
-    Metric("qwk", lambda y, p: skm.cohen_kappa_score(y, p, weights="quadratic"), True, "label", CLASSIFICATION),
-    Metric("rmse", lambda y, v: float(np.sqrt(skm.mean_squared_error(y, v))), False, "value", REGRESSION),
-    Metric("rmsle", _rmsle, False, "value", REGRESSION),
-    Metric("mae", skm.mean_absolute_error, False, "value", REGRESSION),
-    Metric("r2", skm.r2_score, True, "value", REGRESSION),
+    Metric("accuracy", skm.accuracy_score, True, "label"),
+    Metric("balanced_accuracy", skm.balanced_accuracy_score, True, "label"),
+    Metric("roc_auc", _roc_auc, True, "proba"),
+    Metric("log_loss", _log_loss, False, "proba"),
+    Metric("f1", lambda y, p: skm.f1_score(y, p), True, "label", tuned_threshold=True, two_classes=True),
+    Metric("macro_f1", lambda y, p: skm.f1_score(y, p, average="macro"), True, "label"),
+    Metric("mcc", skm.matthews_corrcoef, True, "label", tuned_threshold=True),
+    Metric("qwk", lambda y, p: skm.cohen_kappa_score(y, p, weights="quadratic"), True, "label"),
+    Metric("rmse", lambda y, v: float(np.sqrt(skm.mean_squared_error(y, v))), False, "value"),
+    Metric("rmsle", _rmsle, False, "value", transform="log1p"),
+    Metric("mae", skm.mean_absolute_error, False, "value"),
+    Metric("r2", skm.r2_score, True, "value"),
 ]}
 
-USUAL = {"binary": "roc_auc", "multiclass": "log_loss", "regression": "rmse"}  # a target type's usual metric
 
+def get_metric(name: str, target=None, folder: Path | None = None) -> Metric:
+    """Metric `name` (a registry name, or a .py file in the competition `folder`), bound to `target` (a Target, or
+    a kind's name) after checking that it can score it; None: unbound, unchecked."""
+    from kit.target import Target, fitting, target_class
 
-def fitting(target_type: str) -> list[str]:
-    """The registry's metrics that can score a target type."""
-    return [name for name, m in REGISTRY.items() if target_type in m.tasks]
-
-
-def get_metric(name: str, target_type: str, folder: Path | None = None) -> Metric:
-    """Metric `name` (a registry name, or a .py file in the competition `folder`), checked against the target type."""
     metric = _custom(folder / name, name) if name.endswith(".py") and folder is not None else REGISTRY.get(name)
     if metric is None:
         raise KitError(f"unknown metric {name!r}; known metrics: {', '.join(REGISTRY)} (or a .py file in the "
                        "competition folder defining score(y_true, y_pred), GREATER_IS_BETTER and NEEDS)")
-    if target_type not in metric.tasks:
-        raise KitError(f"metric {name!r} cannot score a {target_type} target; metrics that fit: "
-                       f"{', '.join(fitting(target_type))}")
-    return metric
+    if target is None:
+        return metric
+    target = target if isinstance(target, Target) else target_class(target)()
+    if not target.accepts(metric):
+        raise KitError(f"metric {name!r} cannot score a {target.name} target; metrics that fit: "
+                       f"{', '.join(fitting(type(target)))}")
+    return replace(metric, target=target)
 
 
 def _custom(path: Path, name: str) -> Metric:
@@ -135,8 +123,7 @@ def _custom(path: Path, name: str) -> Metric:
             or not isinstance(getattr(module, "GREATER_IS_BETTER", None), bool):
         raise KitError(f"{path} must define score(y_true, y_pred), GREATER_IS_BETTER = True/False and "
                        "NEEDS = 'label', 'proba' or 'value'")
-    tasks = REGRESSION if needs == "value" else CLASSIFICATION
-    return Metric(name, module.score, module.GREATER_IS_BETTER, needs, tasks)
+    return Metric(name, module.score, module.GREATER_IS_BETTER, needs)
 
 
 def best_threshold(metric: Metric, y: np.ndarray, p: np.ndarray) -> float:
@@ -144,3 +131,10 @@ def best_threshold(metric: Metric, y: np.ndarray, p: np.ndarray) -> float:
     grid = np.unique(np.quantile(p[:, 1], np.linspace(0.01, 0.99, 99)))
     scores = [metric.score(y, p, t) for t in grid]
     return float(grid[int(np.argmax(metric.sign * np.asarray(scores)))])
+
+
+def metric_of(config) -> Metric:
+    """A resolved config's metric, bound to its target."""
+    from kit.target import get_target
+
+    return get_metric(config.metric, get_target(config), config.root)

@@ -8,16 +8,16 @@ import torch
 from torch import nn
 
 from kit.metrics import Metric
-from kit.target import inverse
 
 
 class Objective:
-    """Classes: cross-entropy (optionally class-weighted and label-smoothed) on logits. Values: squared error on
-    the standardised transform(y), where `scale` = (transform, mean, std) was fitted on the fold's training part."""
+    """The fold's target kind decides the loss and how raw outputs become predictions (kit/target.py): cross-entropy
+    on logits (optionally class-weighted and label-smoothed) for classes, squared error on the standardised
+    transform(y) for values, with the scale in the fold's preprocessing `state`."""
 
-    def __init__(self, metric: Metric, scale: tuple[str, float, float] | None = None,
-                 class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
-        self.metric, self.scale = metric, scale
+    def __init__(self, metric: Metric, state: dict, class_weights: torch.Tensor | None = None,
+                 label_smoothing: float = 0.0):
+        self.metric, self.target, self.state = metric, metric.target, state
         self.class_weights, self.label_smoothing = class_weights, label_smoothing
 
     @property
@@ -26,19 +26,11 @@ class Objective:
         return "max" if self.metric.greater_is_better else "min"
 
     def criterion(self, device: torch.device) -> nn.Module:
-        if self.scale is not None:
-            return StandardizedSquaredError(*self.scale)
-        if self.class_weights is not None:
-            return WeightedCrossEntropy(self.class_weights.to(device), self.label_smoothing)
-        return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        return self.target.criterion(self.state, self.class_weights, self.label_smoothing, device)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         """The network's raw outputs as the metric's inputs: probabilities, or values in the target's units."""
-        if self.scale is None:
-            e = np.exp(outputs - outputs.max(1, keepdims=True))
-            return e / e.sum(1, keepdims=True)
-        transform, mean, std = self.scale
-        return inverse(outputs * std + mean, transform)
+        return self.target.from_outputs(outputs, self.state)
 
     def score(self, outputs: np.ndarray, y: np.ndarray) -> float:
         return self.metric.score(y, self.predictions(outputs))

@@ -20,9 +20,9 @@ from kit.config import Config, PredictConfig
 from kit.device import describe, resolve
 from kit.ensemble import tta_passes
 from kit.errors import KitError
-from kit.metrics import labels
 from kit.runtime import BUDGET_PIXELS, images_per_pass
 from kit.submission import make_submission, read_sample, write_submission
+from kit.target import get_target
 from kit.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     ensemble, states = runs.load_ensemble(run_dir, task, where)
     samples = task.load("test", test)
     amp = config.predict.amp
-    probs = ensemble_probs(ensemble, task.batches(samples, states), len(samples), where, amp).numpy()
+    probs = ensemble_probs(ensemble, task.batches(samples, states), len(samples), where, amp, unit=task.unit).numpy()
     if amp != "off":
         check_amp(ensemble, task, samples, states, where, amp, probs)
     threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
@@ -53,16 +53,8 @@ def predict_run(run_dir: Path, test: Path | None = None, out: Path | None = None
     frame = make_submission(samples.ids, probs, config, threshold, sample)
     path = write_submission(frame, out or run_dir / "submission.csv", samples.ids, config, sample)
     log.info("wrote %s: %d rows from %d folds; %s", path, len(frame), len(states),
-             summary_line(probs, config, threshold))
+             get_target(config).describe(probs, threshold))
     return path
-
-
-def summary_line(preds: np.ndarray, config: Config, threshold: float | None) -> str:
-    """What the submission predicts, in a few words for the log."""
-    if config.target.type == "regression":
-        return f"predicted values from {preds.min():.4g} to {preds.max():.4g} (median {np.median(preds):.4g})"
-    counts = np.bincount(labels(preds, threshold), minlength=len(config.classes))
-    return f"predicted class counts {dict(zip(config.classes, counts.tolist(), strict=True))}"
 
 
 def batch_size(config: Config, device: torch.device) -> int:
@@ -75,7 +67,7 @@ def batch_size(config: Config, device: torch.device) -> int:
 
 
 def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], total: int,
-                   device: torch.device, amp: str = "off", desc: str = "predict") -> torch.Tensor:
+                   device: torch.device, amp: str = "off", desc: str = "predict", unit: str = "images") -> torch.Tensor:
     """Run the servable ensemble (already on `device`, eval mode) over raw input batches (CPU tensors, e.g. uint8
     NHWC); [total, classes] float32 on the CPU. Progress bar with images/s; overlaps host->device copies with
     compute."""
@@ -85,8 +77,8 @@ def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], t
     outputs = []
     start = time.perf_counter()
     stream = prefetch(batches, device)
-    first = next(stream, None)  # its shape names the unit before the bar first shows: images, or table rows
-    unit = " rows" if first is not None and first.ndim == 2 else " images"
+    first = next(stream, None)  # the first batch is read before the bar first shows
+    unit = f" {unit}"
     with torch.inference_mode(), tqdm(total=total, desc=desc, unit=unit, mininterval=1.0) as bar:
         for x in itertools.chain([] if first is None else [first], stream):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -121,7 +113,7 @@ def check_amp(ensemble: torch.nn.Module, task, samples, states: list[dict], devi
     """Log how far autocast moved the submission: fp32 again on up to AGREEMENT_ROWS evenly spread test rows."""
     rows = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), AGREEMENT_ROWS)).astype(int))
     fp32 = ensemble_probs(ensemble, task.batches(samples.subset(rows), states), len(rows), device, "off",
-                          desc="fp32 check").numpy()
+                          desc="fp32 check", unit=task.unit).numpy()
     same = int((fp32.argmax(1) == probs[rows].argmax(1)).sum())
     log.info("%s vs fp32 on %d test rows: same class for %d (%.1f%%), max |Δprob| %.2e", amp, len(rows), same,
              100 * same / len(rows), float(np.abs(fp32 - probs[rows]).max()))

@@ -14,9 +14,10 @@ import pandas as pd
 import torch
 import yaml
 
-from kit import atomic, learners
+from kit import atomic
 from kit.config import Config, config_from_dict, to_dict
 from kit.errors import KitError
+from kit.learners import get_learner
 
 RUNS_DIR = Path("runs")
 
@@ -164,18 +165,10 @@ def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tu
     folds, states = [], []
     for saved, meta in load_folds(run_dir):
         state = meta["preprocessing"]
-        folds.append({name: _learner(task, name, weights, state) for name, weights in saved.items()})
+        folds.append({name: get_learner(name).rebuild(weights, task, state) for name, weights in saved.items()})
         states.append(state)
     blend = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
     return task.ensemble(folds, states, list(blend.values())).to(device).eval(), states
-
-
-def _learner(task, name: str, weights: dict, state: dict) -> torch.nn.Module:
-    if name != "net":
-        return learners.rebuild(weights)
-    model = task.build_model(state)
-    model.load_state_dict(weights)
-    return model
 
 
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:

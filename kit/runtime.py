@@ -145,7 +145,7 @@ class Predictor:
     @property
     def regression(self) -> bool:
         """Whether the export predicts values (a regression target) rather than class probabilities."""
-        return self.meta.get("target", {}).get("type") == "regression"
+        return predicts_values(self.meta)
 
     @property
     def size(self) -> int:
@@ -154,7 +154,7 @@ class Predictor:
     @property
     def chunk(self) -> int:
         """Inputs per forward pass: `chunk_rows` table rows, or the images whose TTA passes fit `budget_pixels`."""
-        if self.meta["input"]["kind"] == "table":
+        if not takes_images(self.meta):
             return max(1, self.chunk_rows)
         tta = self.meta.get("tta") or {}
         # An export from before meta.json recorded its passes: its views, plus the plain view a blend may add.
@@ -184,7 +184,7 @@ class Predictor:
         a progress bar shows when there is more than one (on a terminal)."""
         items = self.input.items(inputs)
         pieces = chunks(items, self.chunk)
-        unit = " rows" if self.meta["input"]["kind"] == "table" else " images"
+        unit = " images" if takes_images(self.meta) else " rows"
         out = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-prepare") as pool, \
                 tqdm(total=len(items), desc="predict", unit=unit, disable=len(pieces) == 1 or None) as bar:
@@ -200,6 +200,17 @@ class Predictor:
     def prepare(self, inputs: Any) -> np.ndarray:
         """The model input for `inputs`, built the way meta.json documents (kit/contract.py)."""
         return self.input.prepare(inputs)
+
+
+def predicts_values(meta: dict) -> bool:
+    """Whether an export's output is values rather than class probabilities (meta.json["output"]["values"]; an
+    export from before it was recorded: values have no classes)."""
+    return bool(meta["output"].get("values", not meta["classes"]))
+
+
+def takes_images(meta: dict) -> bool:
+    """Whether an export's input is images (else table rows)."""
+    return meta["input"]["kind"] == "image"
 
 
 def read_meta(folder: Path) -> dict:

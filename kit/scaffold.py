@@ -16,9 +16,9 @@ from kit.atomic import write_text
 from kit.columns import infer_kind, infer_kinds
 from kit.config import COMPETITIONS_DIR
 from kit.errors import KitError
-from kit.metrics import REGISTRY, REGRESSION, USUAL, fitting
+from kit.metrics import REGISTRY
+from kit.target import Target, infer, sorted_labels
 
-MAX_INTEGER_CLASSES = 20  # a whole-number target with at most this many values is a set of classes
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -31,7 +31,7 @@ class NewCompetition:
     id_rule: str
     target: str
     target_rule: str
-    type: str
+    kind: type[Target]
     type_rule: str
     metric: str
     metric_rule: str
@@ -49,11 +49,11 @@ class NewCompetition:
                  f"  sample:  {self.sample.name if self.sample else 'none (no *submission*.csv)'}",
                  f"  id:      {self.id} ({self.id_rule})",
                  f"  target:  {self.target} ({self.target_rule})",
-                 f"  type:    {self.type} ({self.type_rule})",
+                 f"  type:    {self.kind.name} ({self.type_rule})",
                  f"  metric:  {self.metric} ({self.metric_rule})"]
         if self.classes:
-            positive = f"; positive: {self.classes[-1]}" if self.type == "binary" else ""
-            lines.append(f"  classes: {', '.join(self.classes)}{positive}")
+            note = self.kind.note(self.classes)
+            lines.append(f"  classes: {', '.join(self.classes)}{'; ' + note if note else ''}")
         lines.append("  columns: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + " (kinds in the file)")
         if self.not_in_test:
             lines.append(f"  dropped: {', '.join(self.not_in_test)} (in train.csv only)")
@@ -91,15 +91,12 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
         if Path(metric).name != metric or not (folder / metric).is_file():
             raise KitError(f"METRIC={metric.removesuffix('.py')} is not a metric kit knows ({', '.join(REGISTRY)}) "
                            f"and {folder / Path(metric).name} does not exist (a competition's own metric)")
-    kind, type_rule = _infer_type(labels, None if custom else metric, target)
+    kind, type_rule = infer(labels, REGISTRY[metric] if metric and not custom else None, target)
     if metric is None:
-        metric, metric_rule = USUAL[kind], f"the usual one for {kind}; METRIC= picks another"
+        metric, metric_rule = kind.usual_metric, f"the usual one for {kind.name}; METRIC= picks another"
     else:
         metric_rule = f"given by METRIC=, the competition's own {metric}" if custom else "given by METRIC="
-    if not custom and kind not in REGISTRY[metric].tasks:
-        raise KitError(f"METRIC={metric} scores {' or '.join(sorted(REGISTRY[metric].tasks))} targets, but "
-                       f"{target!r} is {kind} ({type_rule}); metrics that fit: {', '.join(fitting(kind))}")
-    classes = [] if kind == "regression" else _classes(labels, sample_classes, target, sample_path)
+    classes = [] if kind.predicts_values else _classes(labels, sample_classes, target, sample_path)
     not_in_test = [c for c in train.columns if c not in test.columns and c not in (id_column, target)]
     kinds = infer_kinds(train, skip=[id_column, target, *not_in_test])
     result = NewCompetition(path, id_column, id_rule, target, target_rule, kind, type_rule, metric, metric_rule,
@@ -125,17 +122,17 @@ def render(new: NewCompetition, data: Path, today: datetime.date) -> str:
                                                 "id": new.id}}
     if new.sample:
         values["data"]["sample"] = str(new.sample)
-    values["target"] = {"column": new.target, "type": new.type}
+    values["target"] = {"column": new.target, "type": new.kind.name}
     values["metric"] = new.metric
     lines = [_comment(f"# {new.path.parent.name}: written by `make new` from {data} on {today.isoformat()}. "
                       "Edit freely; `make new ... FORCE=1` rewrites it."),
              "task: tabular", "data:", *(f"  {k}: {_scalar(v)}" for k, v in values["data"].items()),
-             f"target: {{column: {_scalar(new.target)}, type: {new.type}}}   " + _comment(f"# {new.type_rule}"),
+             f"target: {{column: {_scalar(new.target)}, type: {new.kind.name}}}   " + _comment(f"# {new.type_rule}"),
              f"metric: {_scalar(new.metric)}   " + _comment(f"# {new.metric_rule}")]
     if new.classes:
         values["classes"] = new.classes
-        lines.append(f"classes: {_scalar(new.classes)}   # label order"
-                     + ("; binary: the last is positive" if new.type == "binary" else ""))
+        note = new.kind.note(new.classes)
+        lines.append(f"classes: {_scalar(new.classes)}   # label order" + (f"; {note}" if note else ""))
     values["learners"] = RECIPE["learners"]
     lines += [f"learners: {_scalar(RECIPE['learners'])}   # blended on their out-of-fold predictions "
               "(README: Learners)"]
@@ -155,21 +152,12 @@ def render(new: NewCompetition, data: Path, today: datetime.date) -> str:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    """A CSV as text, as kit's tabular task reads it (empty cells -> NaN)."""
+    """A CSV as text, by the tabular task's reader (empty cells -> NaN)."""
+    from kit.tasks.tabular import read_csv_text
+
     if not path.is_file():
         raise KitError(f"{path} not found; DATA= must be a folder holding train.csv and test.csv")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise KitError(f"{path} is empty; expected a CSV with a header row and data rows") from None
-    except UnicodeDecodeError as exc:
-        raise KitError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
-    except pd.errors.ParserError as exc:
-        raise KitError(f"{path} is not a well-formed CSV: {exc}") from None
-    if frame.empty:
-        raise KitError(f"{path} has a header but no data rows")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+    return read_csv_text(path)
 
 
 def _find_sample(data: Path) -> Path | None:
@@ -231,40 +219,15 @@ def _infer_target(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame 
                    "with TARGET=<column>")
 
 
-def _infer_type(labels: pd.Series, metric: str | None, target: str) -> tuple[str, str]:
-    """binary | multiclass | regression, and the rule that decided it."""
-    number = pd.to_numeric(labels, errors="coerce")
-    numeric = bool(number.notna().all())
-    distinct = labels.nunique()
-    if metric is not None and REGISTRY[metric].tasks == REGRESSION:
-        if not numeric:
-            bad = labels[number.isna()].iloc[0]
-            raise KitError(f"METRIC={metric} scores numbers, but target {target!r} holds {bad!r}; metrics that fit "
-                           f"its classes: {', '.join(fitting('multiclass' if distinct > 2 else 'binary'))}")
-        return "regression", f"METRIC={metric} is a regression metric"
-    if distinct < 2:
-        raise KitError(f"target {target!r} has a single value ({labels.iloc[0]!r}) in train.csv: nothing to learn")
-    if distinct == 2:
-        return "binary", "exactly 2 distinct values"
-    if not numeric:
-        return "multiclass", f"{distinct} distinct values that are not numbers"
-    if (number == number.round()).all() and distinct <= MAX_INTEGER_CLASSES:
-        return "multiclass", f"{distinct} distinct whole numbers (at most {MAX_INTEGER_CLASSES} make classes)"
-    return "regression", f"numbers with {distinct:,} distinct values"
-
-
 def _classes(labels: pd.Series, sample_classes: list[str], target: str, sample: Path | None) -> list[str]:
     """The label order: the sample's class columns when it has them, else sorted (numerically when numbers)."""
-    values = sorted(labels.unique())
     if sample_classes:
+        values = sorted(labels.unique())
         if set(sample_classes) != set(values):
             raise KitError(f"{sample} has columns {', '.join(sample_classes)}, but target {target!r} takes the "
                            f"values {', '.join(values[:20])}; they must be the same classes (or name TARGET=)")
         return list(sample_classes)
-    number = pd.to_numeric(pd.Series(values), errors="coerce")
-    if number.notna().all():
-        values = [v for _, v in sorted(zip(number, values, strict=True))]
-    return values
+    return sorted_labels(labels)
 
 
 def _unique(values: pd.Series) -> bool:

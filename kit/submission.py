@@ -16,7 +16,9 @@ import pandas as pd
 from kit import atomic
 from kit.config import Config
 from kit.errors import KitError
-from kit.metrics import get_metric, labels
+from kit.metrics import metric_of
+from kit.target import get_target
+from kit.tasks import task_class
 
 
 def read_sample(config: Config) -> pd.DataFrame | None:
@@ -37,8 +39,7 @@ def columns(config: Config, sample: pd.DataFrame | None) -> tuple[str, list[str]
     """(id column, value columns, one column per class?) of the submission."""
     sub = config.submission
     id_column = sample.columns[0] if sample is not None else sub.id_column or config.data.id
-    per_class = config.target.type == "multiclass" and get_metric(config.metric, "multiclass", config.root).needs \
-        == "proba"
+    per_class = get_target(config).per_class_columns(metric_of(config))
     if sample is not None:
         values = list(sample.columns[1:])
         per_class = per_class or (len(values) > 1 and sorted(values) == sorted(config.classes))
@@ -67,14 +68,8 @@ def make_submission(ids: list[str], preds: np.ndarray, config: Config, threshold
 
 
 def answer(preds: np.ndarray, config: Config, threshold: float | None) -> np.ndarray:
-    """The one value column: a value, the positive class's probability, or a label."""
-    if config.target.type == "regression":
-        return preds[:, 0]
-    metric = get_metric(config.metric, config.target.type, config.root)
-    if metric.needs == "proba":  # binary here: a multiclass probability metric takes a column per class
-        return preds[:, 1]
-    index = labels(preds, threshold)
-    return np.asarray(config.classes, dtype=object)[index] if config.task == "tabular" else index.astype(np.int64)
+    """The one value column: a value, the positive class's probability, or a label as the task writes it."""
+    return get_target(config).answer(preds, metric_of(config), threshold, task_class(config.task).label_names(config))
 
 
 def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Config,
@@ -102,10 +97,9 @@ def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Co
 
 
 def _check_values(values: pd.Series, column: str, config: Config, per_class: bool) -> None:
-    kind = "regression" if config.target.type == "regression" else None
-    needs = kind or get_metric(config.metric, config.target.type, config.root).needs
+    needs = metric_of(config).needs
     if needs == "label":
-        allowed = config.classes if config.task == "tabular" else [str(i) for i in range(len(config.classes))]
+        allowed = task_class(config.task).label_names(config)
         bad = ~values.astype(str).isin(allowed)  # as text: a label column read back from a CSV holds numbers
         expected = f"one of {allowed}" if len(allowed) <= 20 else f"one of the {len(allowed)} classes"
     else:

@@ -1,12 +1,17 @@
-"""The target: its type and classes settled from the training labels, and the fitted transform of regression values.
+"""The target: one class per kind, found in TARGETS (binary, multiclass, regression). Each owns what differs by
+kind: how the kind is inferred from a label column, the fold strata, the network's loss and output link, the fitted
+scale and transform and their inverse, what a metric and a submission get, and the export's output contract.
+Code elsewhere asks the object (`get_target(config)`); it never compares a kind's name.
 
-numpy and pandas only (kit.runtime reads the transform from meta.json).
+numpy and pandas at import; torch only inside the methods that build modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -15,22 +20,400 @@ from kit.errors import KitError
 
 log = logging.getLogger(__name__)
 
-MAX_CLASSES_OF_NUMBERS = 20  # integer labels with at most this many values are classes, more are a regression
+MAX_CLASSES_OF_NUMBERS = 20  # whole-number labels with at most this many values are classes, more are a regression
+QUANTILE_BINS = 10  # regression folds are stratified on this many quantile bins of the target
 
 
-def infer_type(values: pd.Series) -> tuple[str, str]:
-    """(target type, the rule that decided it) from the training labels (text, as read)."""
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    """What the inference rules read off a label column (text, as read)."""
+
+    distinct: int
+    numeric: bool  # every label parses as a number
+    whole: bool  # ... and every one is a whole number
+
+
+class Target:
+    """A target kind. Class attributes describe the kind; an instance carries what training settled: the classes
+    (in output order) and the transform regression learners fit."""
+
+    name: ClassVar[str]
+    usual_metric: ClassVar[str]  # `make new`'s metric when METRIC= is not given
+    predicts_values: ClassVar[bool] = False  # values [N, 1] rather than class probabilities [N, K]
+
+    def __init__(self, classes: list[str] = (), transform: str = "none"):
+        self.classes, self.transform = list(classes), transform
+
+    @property
+    def width(self) -> int:
+        """Output columns: one per class, or one value."""
+        return len(self.classes)
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        """The rule by which a label column is of this kind, or None."""
+        raise NotImplementedError
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        """Whether `metric` (kit/metrics.py) can score this kind."""
+        raise NotImplementedError
+
+    @classmethod
+    def note(cls, classes: list[str]) -> str:
+        """What to say beside the classes (binary: which one is positive)."""
+        return ""
+
+    def check_classes(self) -> None:
+        """Refuse a classes list this kind cannot take."""
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        """Training labels (text or numbers, checked) as the learners and metrics take them."""
+        raise NotImplementedError
+
+    def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
+        """(rows whose label this kind cannot take, what it expects), for the training file's check."""
+        raise NotImplementedError
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        """What folds stratify on."""
+        return y
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        """Labels as the learners fit them."""
+        return y
+
+    def inverse(self, preds: np.ndarray) -> np.ndarray:
+        """Predictions as the metric scores them (the learners' units back in the target's)."""
+        return preds
+
+    def fit_scale(self, y: np.ndarray) -> dict | None:
+        """The network's output scale fitted on a fold's training labels (part of the fold's state), or None."""
+        return None
+
+    def criterion(self, state: dict, class_weights, label_smoothing: float, device):
+        """The network's training loss on its raw outputs."""
+        raise NotImplementedError
+
+    def link(self, model, state: dict):
+        """The network (raw outputs) as the blend takes a learner: probabilities, or values in the learners' units."""
+        raise NotImplementedError
+
+    def from_outputs(self, outputs: np.ndarray, state: dict) -> np.ndarray:
+        """The network's raw outputs (numpy) as the metric takes predictions."""
+        raise NotImplementedError
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        """Predictions as a metric that `needs` labels, probabilities or values takes them."""
+        raise NotImplementedError
+
+    def tunes_threshold(self, metric) -> bool:
+        """Whether a decision threshold is chosen on OOF rows for `metric`."""
+        return False
+
+    def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
+        """A one-column submission's values; `names` are the labels as the competition writes them."""
+        raise NotImplementedError
+
+    def per_class_columns(self, metric) -> bool:
+        """Whether the submission has one probability column per class."""
+        return False
+
+    def oof_columns(self) -> list[str]:
+        """Names of the prediction columns in oof.csv."""
+        raise NotImplementedError
+
+    def predicted(self, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        """oof.csv's `pred` column: the label index, or the value."""
+        raise NotImplementedError
+
+    def recall(self, y: np.ndarray, preds: np.ndarray, threshold: float | None) -> dict:
+        """Per class, the share of its rows predicted as it (classes only)."""
+        return {}
+
+    def plot(self, y: np.ndarray, preds: np.ndarray, threshold: float | None, path: Path, metric: str,
+             score: float) -> None:
+        """The run's picture of its OOF predictions: a confusion matrix or residuals."""
+        raise NotImplementedError
+
+    def describe(self, preds: np.ndarray, threshold: float | None) -> str:
+        """What a submission predicts, in a few words for the log."""
+        raise NotImplementedError
+
+    def output_contract(self, column: str, how: str) -> dict:
+        """meta.json["output"] of an export."""
+        raise NotImplementedError
+
+
+class Classes(Target):
+    """Binary and multiclass: labels are class indices, predictions class probabilities."""
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        return metric.needs != "value"
+
+    def check_classes(self) -> None:
+        if len(self.classes) < 2:
+            raise KitError(f"a {self.name} target needs at least two classes, got {self.classes}")
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        return labels.map({name: i for i, name in enumerate(self.classes)}).to_numpy(dtype=np.int64)
+
+    def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
+        return ~labels.isin(self.classes).to_numpy(), f"one of {self.classes}"
+
+    def criterion(self, state: dict, class_weights, label_smoothing: float, device):
+        from torch import nn
+
+        from kit.objective import WeightedCrossEntropy
+
+        if class_weights is not None:
+            return WeightedCrossEntropy(class_weights.to(device), label_smoothing)
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    def link(self, model, state: dict):
+        from kit.ensemble import Softmax
+
+        return Softmax(model)
+
+    def from_outputs(self, outputs: np.ndarray, state: dict) -> np.ndarray:
+        e = np.exp(outputs - outputs.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Class indices: the likeliest class."""
+        return probs.argmax(1)
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        return preds if needs == "proba" else self.labels(preds, threshold)
+
+    def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
+        return np.asarray(names, dtype=object)[self.labels(preds, threshold)]
+
+    def oof_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.classes]
+
+    def predicted(self, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        return self.labels(preds, threshold)
+
+    def recall(self, y: np.ndarray, preds: np.ndarray, threshold: float | None) -> dict:
+        pred = self.labels(preds, threshold)
+        return {name: float((pred[y == i] == i).mean()) for i, name in enumerate(self.classes) if (y == i).any()}
+
+    def plot(self, y: np.ndarray, preds: np.ndarray, threshold: float | None, path: Path, metric: str,
+             score: float) -> None:
+        from kit import plots
+
+        plots.confusion(y, self.labels(preds, threshold), self.classes, path / "confusion.png")
+
+    def describe(self, preds: np.ndarray, threshold: float | None) -> str:
+        counts = np.bincount(self.labels(preds, threshold), minlength=len(self.classes))
+        return f"predicted class counts {dict(zip(self.classes, counts.tolist(), strict=True))}"
+
+    def output_contract(self, column: str, how: str) -> dict:
+        return {"name": "probs", "dtype": "float32", "shape": ["N", len(self.classes)], "values": False,
+                "meaning": f"class probabilities, rows sum to 1: {how} (and TTA views)"}
+
+
+class Binary(Classes):
+    """Two classes; the last is the positive one. Probability metrics take p(positive); F1 and MCC a threshold on
+    it chosen on out-of-fold rows."""
+
+    name = "binary"
+    usual_metric = "roc_auc"
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        return "exactly 2 distinct values" if labels.distinct == 2 else None
+
+    @classmethod
+    def note(cls, classes: list[str]) -> str:
+        return f"positive: {classes[-1]}"
+
+    def check_classes(self) -> None:
+        if len(self.classes) != 2:
+            raise KitError(f"the target is binary but holds {len(self.classes)} values {self.classes[:5]}; "
+                           "set target.type to multiclass")
+
+    def labels(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Positive where p(positive) >= threshold, or the likeliest class without one."""
+        return (probs[:, 1] >= threshold).astype(np.int64) if threshold is not None else probs.argmax(1)
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        return preds[:, 1] if needs == "proba" else self.labels(preds, threshold)
+
+    def tunes_threshold(self, metric) -> bool:
+        return metric.tuned_threshold
+
+    def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
+        return preds[:, 1] if metric.needs == "proba" else super().answer(preds, metric, threshold, names)
+
+
+class Multiclass(Classes):
+    """Three or more classes; a probability metric's submission has one column per class."""
+
+    name = "multiclass"
+    usual_metric = "log_loss"
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        if not labels.numeric:
+            return f"{labels.distinct} distinct values that are not numbers"
+        if labels.whole and labels.distinct <= MAX_CLASSES_OF_NUMBERS:
+            return f"{labels.distinct} distinct whole numbers (at most {MAX_CLASSES_OF_NUMBERS} make classes)"
+        return None
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        return super().accepts(metric) and not metric.two_classes
+
+    def per_class_columns(self, metric) -> bool:
+        return metric.needs == "proba"
+
+
+class Regression(Target):
+    """Numbers. Learners fit transform(y) (log1p for RMSLE); the network fits it standardised on the fold; the
+    served module inverts both, so predictions are in the target's own units."""
+
+    name = "regression"
+    usual_metric = "rmse"
+    predicts_values = True
+
+    @property
+    def width(self) -> int:
+        return 1
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        return f"numbers with {labels.distinct:,} distinct values" if labels.numeric else None
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        return metric.needs == "value"
+
+    def check_classes(self) -> None:
+        if self.classes:
+            raise KitError(f"target.type is regression but classes lists {self.classes}; remove classes")
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        return pd.to_numeric(labels).to_numpy(dtype=np.float64)
+
+    def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
+        values = pd.to_numeric(labels, errors="coerce")
+        return (values.isna() | np.isinf(values)).to_numpy(), "a finite number"
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        """The target's quantile bin."""
+        edges = np.unique(np.quantile(y, np.linspace(0, 1, QUANTILE_BINS + 1)[1:-1]))
+        return np.searchsorted(edges, y, side="right")
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        if self.transform == "log1p":
+            if (y < 0).any():
+                raise KitError("target.transform log1p (the RMSLE target) needs target values of 0 or more; "
+                               f"the smallest is {y.min():g}")
+            return np.log1p(y)
+        return y
+
+    def inverse(self, preds: np.ndarray) -> np.ndarray:
+        return np.expm1(preds) if self.transform == "log1p" else preds
+
+    def fit_scale(self, y: np.ndarray) -> dict:
+        t = self.forward(y)
+        return {"transform": self.transform, "mean": float(t.mean()), "std": float(t.std()) or 1.0}
+
+    def criterion(self, state: dict, class_weights, label_smoothing: float, device):
+        from kit.objective import StandardizedSquaredError
+
+        t = state["target"]
+        return StandardizedSquaredError(t["transform"], t["mean"], t["std"])
+
+    def link(self, model, state: dict):
+        from kit.ensemble import Unstandardize
+
+        return Unstandardize(model, state["target"]["mean"], state["target"]["std"])
+
+    def from_outputs(self, outputs: np.ndarray, state: dict) -> np.ndarray:
+        t = state["target"]
+        return self.inverse(outputs * t["std"] + t["mean"])
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        return preds[:, 0]
+
+    def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
+        return preds[:, 0]
+
+    def oof_columns(self) -> list[str]:
+        return ["value"]
+
+    def predicted(self, preds: np.ndarray, threshold: float | None) -> np.ndarray:
+        return preds[:, 0]
+
+    def plot(self, y: np.ndarray, preds: np.ndarray, threshold: float | None, path: Path, metric: str,
+             score: float) -> None:
+        from kit import plots
+
+        plots.residuals(y, preds[:, 0], path / "residuals.png", metric, score)
+
+    def describe(self, preds: np.ndarray, threshold: float | None) -> str:
+        return f"predicted values from {preds.min():.4g} to {preds.max():.4g} (median {np.median(preds):.4g})"
+
+    def output_contract(self, column: str, how: str) -> dict:
+        inverse = f", then inverted from {self.transform}(y)" if self.transform != "none" else ""
+        return {"name": "probs", "dtype": "float32", "shape": ["N", 1], "values": True,
+                "meaning": f"the predicted {column}: {how}{inverse}"}
+
+
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (Binary, Multiclass, Regression)}  # inference order
+
+
+def target_class(name: str) -> type[Target]:
+    """The kind registered as `name`."""
+    if name not in TARGETS:
+        raise KitError(f"unknown target type {name!r}; known types: {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def get_target(config) -> Target:
+    """The resolved config's target (kind, classes, transform)."""
+    return target_class(config.target.type)(config.classes, config.target.transform)
+
+
+def for_classes(count: int) -> type[Target]:
+    """The kind of a target given as a list of `count` class names (image folders)."""
+    return Binary if count == 2 else Multiclass
+
+
+def read_labels(values: pd.Series) -> Labels:
     seen = values.dropna()
-    distinct = seen.nunique()
     numbers = pd.to_numeric(seen, errors="coerce")
-    if distinct == 2:
-        return "binary", "two distinct values"
-    if numbers.isna().any():
-        return "multiclass", f"{distinct} distinct text values"
-    whole = bool((numbers == numbers.round()).all())
-    if whole and distinct <= MAX_CLASSES_OF_NUMBERS:
-        return "multiclass", f"{distinct} distinct whole numbers (at most {MAX_CLASSES_OF_NUMBERS} are classes)"
-    return "regression", f"numbers with {distinct} distinct values"
+    numeric = bool(numbers.notna().all())
+    return Labels(int(seen.nunique()), numeric, numeric and bool((numbers == numbers.round()).all()))
+
+
+def infer(values: pd.Series, metric=None, column: str = "target") -> tuple[type[Target], str]:
+    """(kind, the rule that decided it) of a label column: the first kind in TARGETS that can be scored by `metric`
+    (any, when None) and whose rule claims the labels. `make new` and training use this one rule."""
+    labels = read_labels(values)
+    if labels.distinct < 2:
+        raise KitError(f"target {column!r} has a single value ({values.dropna().iloc[0]!r}): nothing to learn")
+    candidates = [t for t in TARGETS.values() if metric is None or t.accepts(metric)]
+    for kind in candidates:
+        rule = kind.claims(labels)
+        if rule:
+            return kind, rule if metric is None or len(candidates) == len(TARGETS) else \
+                f"{rule}; METRIC={metric.name} scores {' or '.join(t.name for t in candidates)}"
+    others = [t.name for t in TARGETS.values() if t.claims(labels)]
+    raise KitError(f"metric {metric.name} scores {' or '.join(t.name for t in candidates)} targets, but {column!r} "
+                   f"is {' or '.join(others)} ({labels.distinct} distinct values{', numbers' if labels.numeric else ''}"
+                   f"); metrics that fit: {', '.join(fitting(*(TARGETS[o] for o in others)))}")
+
+
+def fitting(*kinds: type[Target]) -> list[str]:
+    """The metric registry's metrics that can score any of `kinds`."""
+    from kit.metrics import REGISTRY
+
+    return [name for name, m in REGISTRY.items() if any(k.accepts(m) for k in kinds)]
 
 
 def sorted_labels(values: pd.Series) -> list[str]:
@@ -42,39 +425,27 @@ def sorted_labels(values: pd.Series) -> list[str]:
     return distinct.to_numpy()[order].tolist()
 
 
-def resolve(config, labels: pd.Series):
+def settle(config, labels: pd.Series):
     """The config with target.type, classes and target.transform settled from the training labels, and the metric
     checked against the type: what a run records, so predict, export and serving need no data to know them."""
     from kit.metrics import get_metric
 
-    kind, rule = (config.target.type, "set in the config") if config.target.type != "auto" else infer_type(labels)
+    metric = get_metric(config.metric, None, config.root)
+    if config.target.type != "auto":
+        kind, rule = target_class(config.target.type), "set in the config"
+    else:
+        kind, rule = infer(labels, metric, config.target.column)
     classes = list(config.classes)
-    if kind != "regression" and not classes:
+    if not kind.predicts_values and not classes:
         classes = sorted_labels(labels)
-    if kind == "binary" and len(classes) != 2:
-        raise KitError(f"target {config.target.column!r} is binary but holds {len(classes)} values {classes[:5]}; "
-                       "set target.type to multiclass")
-    metric = get_metric(config.metric, kind, config.root)
+    target = kind(classes, "none")
+    target.check_classes()
+    metric = get_metric(config.metric, target, config.root)
     transform = config.target.transform
     if transform == "auto":
-        transform = "log1p" if kind == "regression" and metric.name == "rmsle" else "none"
-    log.info("target %r: %s (%s), metric %s%s%s", config.target.column, kind, rule, metric.name,
-             f", classes {classes}" + (f" (positive: {classes[-1]!r})" if kind == "binary" else "") if classes
+        transform = metric.transform
+    log.info("target %r: %s (%s), metric %s%s%s", config.target.column, kind.name, rule, metric.name,
+             f", classes {classes}" + (f" ({kind.note(classes)})" if kind.note(classes) else "") if classes
              else "", f", learners fit {transform}(y)" if transform != "none" else "")
-    target = dataclasses.replace(config.target, type=kind, transform=transform)
-    return dataclasses.replace(config, target=target, classes=classes)
-
-
-def forward(y: np.ndarray, transform: str) -> np.ndarray:
-    """Regression values as the learners fit them."""
-    if transform == "log1p":
-        if (y < 0).any():
-            raise KitError("target.transform log1p (the RMSLE target) needs target values of 0 or more; "
-                           f"the smallest is {y.min():g}")
-        return np.log1p(y)
-    return y
-
-
-def inverse(v: np.ndarray, transform: str) -> np.ndarray:
-    """The learners' predictions back in the target's own units."""
-    return np.expm1(v) if transform == "log1p" else v
+    resolved = dataclasses.replace(config.target, type=kind.name, transform=transform)
+    return dataclasses.replace(config, target=resolved, classes=classes)

@@ -31,9 +31,10 @@ from kit.batches import derive
 from kit.config import TrainConfig
 from kit.distributed import SINGLE, Dist
 from kit.errors import KitError
-from kit.metrics import REGISTRY
+from kit.metrics import get_metric
 from kit.mixing import mix_batch
 from kit.objective import Objective
+from kit.target import Multiclass
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,6 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
     loss_sum = torch.zeros((), device=state.device)
     seen = 0
     for step, (x, y) in enumerate(batches):
-        state.unit = "img" if x.ndim == 4 else "rows"
         with state.autocast():
             if cfg.mixup > 0 or cfg.cutmix > 0:  # partners and weights from (seed, epoch, step): no worker draws
                 rng = np.random.default_rng([seed, epoch, MIX, step])
@@ -182,8 +182,9 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: 
     With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
     from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
     """
-    objective = objective or Objective(REGISTRY["accuracy"])  # classes scored by accuracy
+    objective = objective or Objective(get_metric("accuracy", Multiclass()), {})  # classes scored by accuracy
     state = TrainState(model, cfg, len(train), dist, objective.mode)
+    state.unit = train.unit
     criterion = objective.criterion(state.device)
     saved = dist.from_main(lambda: load_checkpoint(checkpoint)) if checkpoint else None
     writer = CheckpointWriter(checkpoint) if checkpoint and dist.main else None

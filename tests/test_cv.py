@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from kit.config import load_config
-from kit.cv import cross_validate, stratified_folds
+from kit.cv import cross_validate
 from kit.encoding import encode, feature_names
 from kit.errors import KitError
+from kit.folds import stratified_folds
 from kit.tasks import get_task
 
 

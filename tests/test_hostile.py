@@ -212,7 +212,7 @@ def test_a_full_disk_stops_cleanly_and_the_run_can_resume(tmp_path, titanic_trai
     names are all different, so its network is wider (~480 inputs) and its first resume checkpoint (~250 KB) does
     not fit, while every file of fold 0 does. The resumed run keeps fold 0 as it is on disk, trains fold 1, and
     ends with the uninterrupted run's oof.csv, byte for byte."""
-    from kit.cv import stratified_folds
+    from kit.folds import stratified_folds
 
     frame = titanic_train.copy()
     y = (frame["Survived"] == "1").to_numpy().astype(int)

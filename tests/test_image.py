@@ -12,9 +12,9 @@ from conftest import make_image
 from PIL import Image
 
 from kit.config import load_config
-from kit.cv import stratified_folds
 from kit.ensemble import TTA, FoldEnsemble
 from kit.errors import KitError
+from kit.folds import stratified_folds
 from kit.images import cached_decode, decode, list_labelled
 from kit.tasks import get_task
 

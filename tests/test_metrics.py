@@ -12,12 +12,13 @@ from torch import nn
 
 from kit.batches import TensorBatches
 from kit.config import TrainConfig
-from kit.cv import decision_threshold, stratified_folds, time_folds
 from kit.ensemble import TargetInverse
 from kit.errors import KitError
-from kit.metrics import REGISTRY, best_threshold, fitting, get_metric
+from kit.folds import stratified_folds, time_folds
+from kit.metrics import REGISTRY, best_threshold, get_metric
 from kit.objective import Objective
-from kit.target import forward, infer_type, inverse, sorted_labels
+from kit.report import decision_threshold
+from kit.target import Binary, Multiclass, Regression, fitting
 from kit.trainer import fit
 
 Y2 = np.array([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
@@ -46,16 +47,18 @@ def test_binary_metrics_equal_scikit_learn(name, expected):
 
 def test_multiclass_and_regression_metrics_equal_scikit_learn():
     labels = PROBS3.argmax(1)
-    assert REGISTRY["log_loss"].score(Y3, PROBS3) == pytest.approx(skm.log_loss(Y3, PROBS3))
-    assert REGISTRY["roc_auc"].score(Y3, PROBS3) == pytest.approx(skm.roc_auc_score(Y3, PROBS3, multi_class="ovr"))
-    assert REGISTRY["macro_f1"].score(Y3, PROBS3) == pytest.approx(skm.f1_score(Y3, labels, average="macro"))
-    assert REGISTRY["qwk"].score(Y3, PROBS3) == pytest.approx(skm.cohen_kappa_score(Y3, labels, weights="quadratic"))
+    metric = {name: get_metric(name, "multiclass") for name in ("log_loss", "roc_auc", "macro_f1", "qwk")} | {
+        name: get_metric(name, "regression") for name in ("rmse", "rmsle", "mae", "r2")}
+    assert metric["log_loss"].score(Y3, PROBS3) == pytest.approx(skm.log_loss(Y3, PROBS3))
+    assert metric["roc_auc"].score(Y3, PROBS3) == pytest.approx(skm.roc_auc_score(Y3, PROBS3, multi_class="ovr"))
+    assert metric["macro_f1"].score(Y3, PROBS3) == pytest.approx(skm.f1_score(Y3, labels, average="macro"))
+    assert metric["qwk"].score(Y3, PROBS3) == pytest.approx(skm.cohen_kappa_score(Y3, labels, weights="quadratic"))
     values = V[:, None]
-    assert REGISTRY["rmse"].score(YV, values) == pytest.approx(np.sqrt(skm.mean_squared_error(YV, V)))
-    assert REGISTRY["rmsle"].score(YV, values) == pytest.approx(np.sqrt(skm.mean_squared_log_error(YV, V)))
-    assert REGISTRY["mae"].score(YV, values) == pytest.approx(skm.mean_absolute_error(YV, V))
-    assert REGISTRY["r2"].score(YV, values) == pytest.approx(skm.r2_score(YV, V))
-    assert REGISTRY["rmsle"].score(YV, np.array([[-5.0]] * 5)) == REGISTRY["rmsle"].score(YV, np.zeros((5, 1)))
+    assert metric["rmse"].score(YV, values) == pytest.approx(np.sqrt(skm.mean_squared_error(YV, V)))
+    assert metric["rmsle"].score(YV, values) == pytest.approx(np.sqrt(skm.mean_squared_log_error(YV, V)))
+    assert metric["mae"].score(YV, values) == pytest.approx(skm.mean_absolute_error(YV, V))
+    assert metric["r2"].score(YV, values) == pytest.approx(skm.r2_score(YV, V))
+    assert metric["rmsle"].score(YV, np.array([[-5.0]] * 5)) == metric["rmsle"].score(YV, np.zeros((5, 1)))
 
 
 def test_directions_and_what_each_metric_consumes():
@@ -75,7 +78,8 @@ def test_a_metric_that_cannot_score_the_target_type_names_the_ones_that_fit():
         get_metric("roc_auc", "regression")
     with pytest.raises(KitError, match="unknown metric 'auc'; known metrics: accuracy"):
         get_metric("auc", "binary")
-    assert fitting("regression") == ["rmse", "rmsle", "mae", "r2"]
+    assert fitting(Regression) == ["rmse", "rmsle", "mae", "r2"]
+    assert "f1" in fitting(Binary) and "f1" not in fitting(Multiclass)
 
 
 def test_a_competition_brings_its_own_metric_file(tmp_path):
@@ -98,14 +102,14 @@ def test_early_stopping_on_a_metric_to_minimise_keeps_its_lowest_epoch():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 64), nn.ReLU(), nn.Linear(64, 2))
     cfg = TrainConfig(epochs=12, batch_size=32, lr=3e-2, warmup_epochs=0, patience=12, weight_decay=0)
-    result = fit(model, train, valid, cfg, seed=0, objective=Objective(REGISTRY["log_loss"]))
+    result = fit(model, train, valid, cfg, seed=0, objective=Objective(get_metric("log_loss", "multiclass"), {}))
     scores = [row["valid_score"] for row in result.history]
     assert result.best_epoch == int(np.argmin(scores)) + 1 and result.best_score == min(scores)
     assert result.best_epoch != int(np.argmax(scores)) + 1
 
 
 def test_the_binary_threshold_is_chosen_on_oof_rows_and_cross_fitted():
-    f1 = REGISTRY["f1"]
+    f1, binary = get_metric("f1", "binary"), Binary(["0", "1"])
     rng = np.random.default_rng(0)
     y = (rng.random(400) < 0.2).astype(int)
     p = np.clip(0.15 + 0.3 * y + rng.normal(0, 0.12, 400), 0, 1)  # every p < 0.5: argmax never says positive
@@ -113,28 +117,20 @@ def test_the_binary_threshold_is_chosen_on_oof_rows_and_cross_fitted():
     chosen = best_threshold(f1, y, probs)
     assert f1.score(y, probs, chosen) > f1.score(y, probs) + 0.3 and 0.2 < chosen < 0.5
     fold_of = np.tile(np.arange(4), 100)[None]
-    served, per_fold = decision_threshold(f1, y, probs[None], fold_of)
+    served, per_fold = decision_threshold(f1, binary, y, probs[None], fold_of)
     assert served == chosen and sorted(per_fold) == [0, 1, 2, 3]
     assert per_fold[0] == best_threshold(f1, y[fold_of[0] != 0], probs[fold_of[0] != 0])
-    assert decision_threshold(REGISTRY["roc_auc"], y, probs[None], fold_of) == (None, None)
+    assert decision_threshold(get_metric("roc_auc", binary), binary, y, probs[None], fold_of) == (None, None)
 
 
 def test_the_rmsle_target_transform_round_trips_in_numpy_and_in_the_graph():
-    y = np.array([0.0, 0.5, 3.0, 1e5])
-    assert np.allclose(inverse(forward(y, "log1p"), "log1p"), y, rtol=1e-12)
+    y, log1p = np.array([0.0, 0.5, 3.0, 1e5]), Regression(transform="log1p")
+    assert np.allclose(log1p.inverse(log1p.forward(y)), y, rtol=1e-12)
     graph = TargetInverse(nn.Identity(), "log1p")
-    assert torch.allclose(graph(torch.tensor(forward(y, "log1p"))[:, None])[:, 0], torch.tensor(y), rtol=1e-6)
+    assert torch.allclose(graph(torch.tensor(log1p.forward(y))[:, None])[:, 0], torch.tensor(y), rtol=1e-6)
     with pytest.raises(KitError, match="needs target values of 0 or more"):
-        forward(np.array([1.0, -2.0]), "log1p")
-
-
-def test_the_target_type_and_label_order_come_from_the_labels():
-    assert infer_type(pd.Series(["yes", "no", "no"]))[0] == "binary"
-    assert infer_type(pd.Series(["a", "b", "c"]))[0] == "multiclass"
-    assert infer_type(pd.Series([str(i % 5) for i in range(50)]))[0] == "multiclass"
-    assert infer_type(pd.Series([f"{i * 1.5}" for i in range(50)])) == ("regression", "numbers with 50 distinct values")
-    assert sorted_labels(pd.Series(["10", "9", "100", "9"])) == ["9", "10", "100"]
-    assert sorted_labels(pd.Series(["yes", "no"])) == ["no", "yes"]
+        log1p.forward(np.array([1.0, -2.0]))
+    assert get_metric("rmsle").transform == "log1p" and get_metric("rmse").transform == "none"
 
 
 def test_group_folds_never_split_a_group():

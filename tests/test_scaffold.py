@@ -102,7 +102,7 @@ def test_cli_subprocess_writes_into_the_given_competitions_folder(tmp_path):
     done = run_kit("new", "--comp", "cal", "--data", str(data), "--metric", "rmsle", "--competitions", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert load(tmp_path / "cal" / "config.yaml")["metric"] == "rmsle"
-    assert "type:    regression (METRIC=rmsle is a regression metric)" in done.stdout
+    assert "type:    regression (numbers with" in done.stdout and "METRIC=rmsle scores regression)" in done.stdout
     assert f"next:  make train predict COMP={tmp_path / 'cal'}" in done.stdout  # a folder outside competitions/
     again = run_kit("new", "--comp", "cal", "--data", str(data), "--competitions", str(tmp_path))
     assert again.returncode == 2 and "exists" in again.stderr and "FORCE=1" in again.stderr
@@ -122,15 +122,15 @@ def test_ambiguous_target_is_refused_naming_both_and_nothing_is_written(tmp_path
 def test_a_metric_that_does_not_fit_the_type_is_refused_naming_the_ones_that_do(tmp_path):
     data = write_comp(tmp_path / "d", {"id": range(40), "x": range(40), "y": ["a", "b", "c", "d"] * 10},
                       {"id": range(40, 50), "x": range(10)})
-    with pytest.raises(KitError, match=r"METRIC=f1 scores binary targets.*multiclass.*fit: accuracy.*log_loss"):
+    with pytest.raises(KitError, match=r"metric f1 scores binary targets.*multiclass.*fit: accuracy.*log_loss"):
         new_competition("m", data, tmp_path / "comps", metric="f1")
-    with pytest.raises(KitError, match=r"METRIC=rmse scores numbers.*'a'.*accuracy"):
+    with pytest.raises(KitError, match=r"metric rmse scores regression targets, but 'y' is multiclass.*accuracy"):
         new_competition("m", data, tmp_path / "comps", metric="rmse")
     with pytest.raises(KitError, match=r"METRIC=nope is not a metric kit knows \(accuracy, .*r2\)"):
         new_competition("m", data, tmp_path / "comps", metric="nope")
     assert not (tmp_path / "comps" / "m").exists()
     regression = write_comp(tmp_path / "r", {"id": range(40), "y": [i * 1.5 for i in range(40)]}, {"id": range(5)})
-    with pytest.raises(KitError, match=r"METRIC=roc_auc .*regression.*fit: rmse, rmsle, mae, r2"):
+    with pytest.raises(KitError, match=r"metric roc_auc scores .*regression.*fit: rmse, rmsle, mae, r2"):
         new_competition("r", regression, tmp_path / "comps", metric="roc_auc")
 
 
@@ -196,10 +196,10 @@ def test_id_inferred_without_a_sample_and_ambiguity_refused(tmp_path):
 def test_integer_classes_sorted_as_numbers_and_a_regression_metric_overrides(tmp_path):
     data = write_comp(tmp_path / "d", {"id": range(44), "y": [0, 1, 2, 10] * 11}, {"id": range(44, 50)})
     new = new_competition("n", data, tmp_path / "comps")
-    assert (new.type, new.classes) == ("multiclass", ["0", "1", "2", "10"])
+    assert (new.kind.name, new.classes) == ("multiclass", ["0", "1", "2", "10"])
     assert new.type_rule == "4 distinct whole numbers (at most 20 make classes)"
     counts = new_competition("n", data, tmp_path / "comps", metric="rmse", force=True)
-    assert counts.type == "regression" and "classes" not in load(counts.path)
+    assert counts.kind.name == "regression" and "classes" not in load(counts.path)
 
 
 def test_a_per_class_sample_must_name_the_targets_values(tmp_path):

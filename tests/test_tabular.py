@@ -12,9 +12,11 @@ from conftest import CPU_ENV, ROOT, TITANIC, run_kit
 
 from kit import blend, runs, runtime
 from kit.config import load_config
-from kit.cv import make_splits
 from kit.encoding import encode, fit_encoding
 from kit.errors import KitError
+from kit.folds import make_splits
+from kit.learners import get_learner
+from kit.target import Binary, target_class
 from kit.tasks import get_task
 
 FAST = "learners=[gbdt,linear] cv.folds=3 gbdt.max_iter=30"  # no network: seconds per run
@@ -80,10 +82,10 @@ def test_blend_weights_come_from_oof_predictions_and_its_cv_is_cross_fitted(weig
     probs = np.stack([oof[[f"{name}_prob_0", f"{name}_prob_1"]].to_numpy() for name in ("gbdt", "linear")], 1)
     y, fold = oof["target"].to_numpy(), oof["fold"].to_numpy()
     assert metrics["blend"]["method"] == "weights"
-    assert np.allclose(list(metrics["blend"]["weights"].values()), blend.fit_weights(probs, y), atol=1e-6)
+    assert np.allclose(list(metrics["blend"]["weights"].values()), blend.fit_weights(probs, y, values=False), atol=1e-6)
     for k in range(3):  # each fold's served OOF rows: weights fitted on the other folds' rows only
         rows = fold == k
-        w = blend.fit_weights(probs[~rows], y[~rows])
+        w = blend.fit_weights(probs[~rows], y[~rows], values=False)
         assert np.allclose(oof.loc[rows, ["prob_0", "prob_1"]].to_numpy(), blend.blended(probs[rows], w), atol=1e-5)
     assert metrics["cv"]["oof"] == pytest.approx(float((oof["pred"] == oof["target"]).mean()))
 
@@ -101,7 +103,7 @@ def test_the_exported_graph_is_every_learner_of_every_fold_blended(weighted_run,
         x = torch.from_numpy(task.features(samples, meta["preprocessing"], train=False))
         for name, state in saved.items():
             with torch.no_grad():
-                expected = expected + weights[name] * runs.learners.rebuild(state)(x).numpy() / 3
+                expected = expected + weights[name] * get_learner(name).rebuild(state, task, {})(x).numpy() / 3
     got = runtime.load(tmp / "exports" / "titanic", backend=backend, trust_code=True).predict_proba(rows)
     assert min(weights.values()) < 0.45 and np.abs(got - expected).max() <= 1e-4
 
@@ -140,8 +142,9 @@ def test_repeated_cv_reproduces_exactly_and_repeats_differ(tmp_path):
 
 
 def test_unknown_learners_give_one_clear_message(tmp_path):
-    unknown = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "learners=[net,xgboost]")
-    assert unknown.returncode == 2 and "expected one of 'net', 'gbdt', 'catboost', 'linear'" in unknown.stderr
+    unknown = run_kit("train", "--comp", "titanic", "--runs", str(tmp_path), "--set", "learners=[net,svm]")
+    assert unknown.returncode == 2 and "unknown learner 'svm'; known learners: catboost, gbdt" in unknown.stderr
+    assert not (tmp_path / "titanic").exists()
 
 
 @pytest.mark.parametrize(("module", "learner", "needs", "install"), [
@@ -172,12 +175,10 @@ def test_the_image_task_keeps_its_single_network():
 def test_catboost_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
     """catboost.max_rows caps the rows CatBoost learns from (a sample of the fold's training part); its first tree's
     leaf weights count them."""
-    from kit import learners
-
     config = load_config("titanic", [f"catboost.max_rows={max_rows}", "catboost.max_iter=5"])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, 4)).astype(np.float32)
-    model = learners.fit_estimator("catboost", config, x, (x[:, 0] > 0).astype(int), 0)
+    model = get_learner("catboost").fit_estimator(config, Binary(["0", "1"]), x, (x[:, 0] > 0).astype(int), 0)
     assert model.get_leaf_weights()[: 2**config.catboost.depth].sum() == seen
 
 
@@ -185,14 +186,11 @@ def test_catboost_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
 def test_the_linear_learner_fits_the_encoded_float32_rows_without_a_float64_copy(target_type):
     """LogisticRegression solves in the float32 it is given (no float64 copy of a fold's one-hot columns, the
     largest array of a big table's fit); RidgeCV converts for itself and hands back float32 coefficients."""
-    from kit import learners
-
     config = load_config("titanic")
-    if target_type == "regression":
-        config.target.type = "regression"
+    target = target_class(target_type)(["0", "1"] if target_type == "binary" else [])
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(int) if target_type == "binary" else x[:, 0] * 2.0
-    model = learners.fit_estimator("linear", config, x, y, 0)
+    model = get_learner("linear").fit_estimator(config, target, x, y, 0)
     assert model.coef_.dtype == np.float32
     assert type(model).__name__ == ("LogisticRegression" if target_type == "binary" else "RidgeCV")

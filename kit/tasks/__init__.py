@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import torch
 from kit.batches import Batches
 from kit.config import Config
 from kit.distributed import Dist
+from kit.errors import KitError
+from kit.target import Target
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Samples:
 
 
 class Task(Protocol):
+    unit: str  # what a sample is, in logs and progress bars: rows, images
     def resolve(self, path: Path | None = None) -> Config:
         """The config with what the training data settles filled in (target type, classes): what a run records."""
 
@@ -51,8 +55,23 @@ class Task(Protocol):
         """A fresh network (learner `net`) for the preprocessing `state` (returns logits); `pretrained` loads
         ImageNet weights."""
 
-    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
-        """The configured learners other than the network, fitted on the fold (each maps input -> probabilities)."""
+    def features(self, samples: Samples, state: dict, train: bool) -> np.ndarray:
+        """The rows encoded for the fitted learners (kit/learners/compiled.py): tables only."""
+
+    def score_names(self) -> tuple[str, str]:
+        """What the per-epoch validation score and the fold's OOF score measure, printed beside them."""
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        """Refuse settings this task cannot take (before any run folder exists)."""
+
+    @classmethod
+    def known_kind(cls, config: Config) -> type[Target] | None:
+        """The target kind, where the config alone settles it (None: the training labels will)."""
+
+    @classmethod
+    def label_names(cls, config: Config) -> list[str]:
+        """The labels as a label-valued submission writes them, in class order."""
 
     def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
                  weights: list[float] | None) -> torch.nn.Module:
@@ -65,18 +84,24 @@ class Task(Protocol):
     def raw_test(self, path: Path | None = None) -> tuple[list[str], Any]:
         """(ids, raw test inputs: table rows or image files) as a serving program passes them to kit.runtime."""
 
+    def tta_meta(self) -> dict | None:
+        """meta.json["tta"] of an export: the views in the graph, or None."""
+
     def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
         """meta.json["input"] (kit/contract.py) for an export being written to `folder`; files it names are put
         there."""
 
 
+TASKS = {"tabular": "kit.tasks.tabular:TabularTask", "image": "kit.tasks.image:ImageTask"}  # imported when used
+
+
+def task_class(name: str) -> type:
+    """The task class registered as `name`."""
+    if name not in TASKS:
+        raise KitError(f"config key 'task' is {name!r}; known tasks: {', '.join(TASKS)}")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def get_task(config: Config) -> Task:
-    if config.task == "tabular":
-        from kit.tasks.tabular import TabularTask
-
-        return TabularTask(config)
-    if config.task == "image":
-        from kit.tasks.image import ImageTask
-
-        return ImageTask(config)
-    raise AssertionError(f"unhandled task {config.task!r}")  # config typing admits no other value
+    return task_class(config.task)(config)

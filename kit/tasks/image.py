@@ -15,26 +15,59 @@ from torch.utils.data import Dataset
 
 from kit import contract
 from kit.batches import DatasetBatches, DeviceImages
-from kit.config import AugmentConfig, Config, resolved_type
+from kit.config import AugmentConfig, Config
 from kit.device import available_cpus
 from kit.distributed import SINGLE, Dist
-from kit.ensemble import TTA, Blend, FoldEnsemble
+from kit.ensemble import TTA, Blend, FoldEnsemble, tta_passes
 from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
+from kit.learners import get_learner
 from kit.models import ImageClassifier, image_net, image_norm
+from kit.target import Target, for_classes, target_class
 from kit.tasks import Samples
 
 log = logging.getLogger(__name__)
 
 
 class ImageTask:
+    unit = "images"  # what a sample is, in logs and progress bars
     def __init__(self, config: Config):
         self.config = config
 
+    @classmethod
+    def check(cls, config: Config) -> None:
+        if len(config.classes) < 2:
+            raise KitError(f"classes {config.classes} must list at least two distinct names: an image competition "
+                           "names its classes in the config")
+        if cls.known_kind(config).predicts_values:
+            raise KitError(f"target.type {config.target.type} is for tabular competitions; an image competition "
+                           "predicts classes")
+        others = [name for name in config.learners if not get_learner(name).images]
+        if others:
+            raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network "
+                           f"only: learners: [net] ({', '.join(others)} learn from tables)")
+        if config.cv.groups or config.cv.time:
+            raise KitError("cv.groups and cv.time need table columns; an image competition uses stratified folds")
+
+    @classmethod
+    def known_kind(cls, config: Config) -> type[Target]:
+        """Set in the config, or settled by the number of classes (the labels are in the file names)."""
+        return target_class(config.target.type) if config.target.type != "auto" else for_classes(len(config.classes))
+
+    @classmethod
+    def label_names(cls, config: Config) -> list[str]:
+        """A label submission writes the class index."""
+        return [str(i) for i in range(len(config.classes))]
+
     def resolve(self, path: Path | None = None) -> Config:
-        """The config with the target type settled by the number of classes (the labels are in the file names)."""
-        return dataclasses.replace(self.config, target=dataclasses.replace(self.config.target,
-                                                                           type=resolved_type(self.config)))
+        kind = self.known_kind(self.config)
+        return dataclasses.replace(self.config, target=dataclasses.replace(self.config.target, type=kind.name))
+
+    def score_names(self) -> tuple[str, str]:
+        """Epochs validate at the crop size without TTA (cheaper); the fold's OOF predictions run at test_size with
+        the TTA views, as test predictions do, so the fold score is not the best epoch's number."""
+        tta = "+TTA" if len(self.config.tta.views) > 1 else ""
+        return f"valid@{self.config.image.size}", f"OOF@{self.config.image.test_size or self.config.image.size}{tta}"
 
     def load(self, split: str, path: Path | None = None) -> Samples:
         return self._load_train(path) if split == "train" else self._load_test(path)
@@ -107,13 +140,16 @@ class ImageTask:
         net = image_net(self.config.model, len(self.config.classes), pretrained)
         return ImageClassifier(net, state["mean"], state["std"]).to(memory_format=torch.channels_last)
 
-    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
-        return {}  # the network is the only image learner
-
     def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
                  weights: list[float] | None) -> torch.nn.Module:
         tta = self.config.tta
-        return FoldEnsemble([Blend({"net": TTA(fold["net"], tta.views, tta.blend)}, weights) for fold in folds])
+        return FoldEnsemble([Blend({name: TTA(m, tta.views, tta.blend) for name, m in fold.items()}, weights)
+                             for fold in folds])
+
+    def tta_meta(self) -> dict:
+        """meta.json["tta"]; passes: images the graph runs per input image, which kit.runtime sizes its chunks by."""
+        tta = self.config.tta
+        return {**dataclasses.asdict(tta), "passes": len(tta_passes(tta.views, tta.blend))}
 
     def raw_test(self, path: Path | None = None) -> tuple[list[str], list[Path]]:
         """(ids, the image files) of the test split, as a serving program would pass them to kit.runtime."""

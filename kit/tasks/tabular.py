@@ -1,11 +1,10 @@
 """Tabular task: CSV in, feature encoding fitted on the training fold only (kit/encoding.py), then the configured
-learners on it: the MLP (trained by the shared loop), gradient-boosted trees, logistic regression (kit/learners.py)."""
+learners on it: the MLP (trained by the shared loop), gradient-boosted trees, logistic regression (kit/learners/)."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,29 +12,48 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kit import contract, learners, target
+from kit import contract
 from kit.batches import TensorBatches
 from kit.config import Config
 from kit.distributed import SINGLE, Dist
 from kit.encoding import encode, encode_folds, feature_names, fit_encoding, learner_columns, warn_unseen
 from kit.ensemble import Blend, FoldEnsemble, TargetInverse
 from kit.errors import KitError
+from kit.learners import get_learner
 from kit.models import MLP
 from kit.runtime import CHUNK_ROWS
+from kit.target import Target, get_target, settle, target_class
 from kit.tasks import Samples
 
 log = logging.getLogger(__name__)
 
 
 class TabularTask:
+    unit = "rows"  # what a sample is, in logs and progress bars
     def __init__(self, config: Config):
         self.config = config
         self.spec = config.features
         self.engineer = contract.load_engineer(config.path(self.spec.code)) if self.spec.code else (lambda df: df)
 
     @property
-    def regression(self) -> bool:
-        return self.config.target.type == "regression"
+    def target(self) -> Target:
+        return get_target(self.config)
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        """Any learner and target kind; the config's checks cover the rest."""
+
+    @classmethod
+    def known_kind(cls, config: Config) -> type[Target] | None:
+        return None if config.target.type == "auto" else target_class(config.target.type)
+
+    @classmethod
+    def label_names(cls, config: Config) -> list[str]:
+        """A label submission writes the competition's own label text."""
+        return list(config.classes)
+
+    def score_names(self) -> tuple[str, str]:
+        return "valid", "OOF"
 
     def resolve(self, path: Path | None = None) -> Config:
         """The config with the target's type and classes settled from the training labels (kit/target.py)."""
@@ -47,18 +65,13 @@ class TabularTask:
             labels = pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""], usecols=[column])[column]
         except (OSError, ValueError, pd.errors.ParserError):  # read_table names the problem precisely
             labels = read_table(file, self.config, labelled=True, check_target=False)[column]
-        return target.resolve(self.config, labels)
+        return settle(self.config, labels)
 
     def load(self, split: str, path: Path | None = None) -> Samples:
         labelled = split == "train"
         frame = self.read(split, path)
         column = self.config.target.column
-        y = None
-        if labelled and self.regression:
-            y = frame[column].to_numpy(dtype=np.float64)
-        elif labelled:
-            index = {name: i for i, name in enumerate(self.config.classes)}
-            y = frame[column].map(index).to_numpy(dtype=np.int64)
+        y = self.target.encode(frame[column]) if labelled else None
         ids = frame[self.config.data.id].tolist()
         data = frame.drop(columns=[column, *([] if self.spec.raw_numeric or self.spec.raw_text
                                              else [self.config.data.id])], errors="ignore")
@@ -70,6 +83,10 @@ class TabularTask:
         if path.is_dir():  # a folder holding the file the config names
             path = path / Path(getattr(self.config.data, split)).name
         return read_table(path, self.config, labelled=split == "train")
+
+    def tta_meta(self) -> None:
+        """Tables have no test-time augmentation."""
+        return None
 
     def raw_test(self, path: Path | None = None) -> tuple[list[str], pd.DataFrame]:
         """(ids, the raw rows) of the test split, as a serving program would pass them to kit.runtime."""
@@ -85,10 +102,9 @@ class TabularTask:
 
     def fit(self, train: Samples) -> dict:
         state = fit_encoding(train.data, self.spec, train.y, len(self.config.classes))
-        if self.regression:  # the network fits standardised transform(y); the scale is part of the fold
-            t = target.forward(train.y, self.config.target.transform)
-            state["target"] = {"transform": self.config.target.transform, "mean": float(t.mean()),
-                               "std": float(t.std()) or 1.0}
+        scale = self.target.fit_scale(train.y)  # regression: the network fits standardised transform(y)
+        if scale is not None:
+            state["target"] = scale
         return state
 
     def features(self, samples: Samples, state: dict, train: bool) -> np.ndarray:
@@ -96,33 +112,21 @@ class TabularTask:
         group features)."""
         return encode(samples.data, state, own=samples.y if train else None)
 
-    def fit_learners(self, train: Samples, state: dict, seed: int) -> dict[str, torch.nn.Module]:
-        """The fold's learners other than the network, fitted on the same encoded training rows."""
-        x = self.features(train, state, train=True)
-        y = target.forward(train.y, self.config.target.transform) if self.regression else train.y
-        fitted = {}
-        for name in (n for n in self.config.learners if n != "net"):
-            columns = learner_columns(state, name)
-            start = time.perf_counter()
-            fitted[name] = learners.fit_learner(name, self.config, x if columns is None else x[:, columns], y, seed)
-            log.info("%s fitted on %d rows in %.1f s", name, len(x), time.perf_counter() - start)
-        return fitted
-
     def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
                device: torch.device | None = None) -> TensorBatches:
         x = self.features(samples, state, train)
-        columns = learner_columns(state, "net")
+        columns = learner_columns(state, "onehot")  # the MLP reads one-hot categories
         x = x if columns is None else x[:, columns]
-        y = samples.y.astype(np.float32) if self.regression else samples.y  # values stay in the target's units
+        y = samples.y.astype(np.float32) if self.target.predicts_values else samples.y  # in the target's units
         batch = self.config.train.batch_for(len(samples)) * (1 if train else 2)
         return TensorBatches(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), batch,
                              device or dist.device, shuffle=train, dist=dist)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         m = self.config.model
-        columns = learner_columns(state, "net")
+        columns = learner_columns(state, "onehot")  # the MLP reads one-hot categories
         width = len(feature_names(state)) if columns is None else len(columns)
-        return MLP(width, m.hidden, 1 if self.regression else len(self.config.classes), m.dropout)
+        return MLP(width, m.hidden, self.target.width, m.dropout)
 
     def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
                  weights: list[float] | None) -> torch.nn.Module:
@@ -131,20 +135,13 @@ class TabularTask:
         members, start = [], 0
         for fold, state in zip(folds, states, strict=True):
             width = len(feature_names(state))
-            outputs = {name: Columns(self.output(name, m, state), learner_columns(state, name))
-                       for name, m in fold.items()}
+            learners = {name: get_learner(name) for name in fold}
+            outputs = {name: Columns(learners[name].served(m, state, self.target),
+                                     learner_columns(state, learners[name].reads)) for name, m in fold.items()}
             members.append(ColumnSlice(Blend(outputs, weights), start, start + width))
             start += width
         ensemble = FoldEnsemble(members)
         return TargetInverse(ensemble, self.config.target.transform) if weights is not None else ensemble
-
-    def output(self, name: str, model: torch.nn.Module, state: dict) -> torch.nn.Module:
-        """A learner's module as the blend takes it: probabilities, or values in transform(y) units."""
-        if name != "net":
-            return model
-        if self.regression:
-            return Unstandardize(model, state["target"]["mean"], state["target"]["std"])
-        return Softmax(model)
 
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         """The encoded rows in chunks of CHUNK_ROWS, as kit.runtime runs an export: memory stays flat in the rows."""
@@ -165,28 +162,6 @@ class TabularTask:
         listed = self.spec.raw_numeric or self.spec.raw_text
         numeric = self.spec.raw_numeric if listed else [c for c in names if contract.numbers_only(raw[c])]
         return contract.describe_table(raw, names, numeric, states, self.config.data.id, width, code)
-
-
-class Softmax(torch.nn.Module):
-    """The network's logits as probabilities, like the other learners' outputs."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
-
-
-class Unstandardize(torch.nn.Module):
-    """The regression network's standardised output back in transform(y) units."""
-
-    def __init__(self, model: torch.nn.Module, mean: float, std: float):
-        super().__init__()
-        self.model, self.mean, self.std = model, float(mean), float(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) * self.std + self.mean
 
 
 class Columns(torch.nn.Module):
@@ -212,12 +187,8 @@ class ColumnSlice(torch.nn.Module):
         return self.model(x[:, self.start : self.stop])
 
 
-def read_table(path: Path, config: Config, labelled: bool, check_target: bool = True) -> pd.DataFrame:
-    """Read a CSV as text and check it has what the competition needs, naming any problem."""
-    what = "training" if labelled else "test"
-    flag = "DATA" if labelled else "TEST"
-    if not Path(path).is_file():
-        raise KitError(f"{what} file not found: {path}; point {flag}=... at the CSV or its folder")
+def read_csv_text(path: Path) -> pd.DataFrame:
+    """A CSV's cells as text (empty cells: NaN) with stripped column names; `make new` reads the same way."""
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
@@ -228,7 +199,17 @@ def read_table(path: Path, config: Config, labelled: bool, check_target: bool = 
         raise KitError(f"{path} is not a well-formed CSV: {exc}") from None
     if frame.empty:
         raise KitError(f"{path} has a header but no data rows")
-    frame.columns = [c.strip() for c in frame.columns]
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def read_table(path: Path, config: Config, labelled: bool, check_target: bool = True) -> pd.DataFrame:
+    """Read a CSV as text and check it has what the competition needs, naming any problem."""
+    what = "training" if labelled else "test"
+    flag = "DATA" if labelled else "TEST"
+    if not Path(path).is_file():
+        raise KitError(f"{what} file not found: {path}; point {flag}=... at the CSV or its folder")
+    frame = read_csv_text(path)
     data, spec = config.data, config.features
     required = [data.id, *([config.target.column] if labelled else []), *spec.raw_numeric, *spec.raw_text]
     missing = [c for c in required if c not in frame.columns]
@@ -251,18 +232,10 @@ def read_table(path: Path, config: Config, labelled: bool, check_target: bool = 
 
 
 def _check_target(frame: pd.DataFrame, path: Path, config: Config) -> None:
-    """Every training row has a label the target type can take: one of the classes, or a finite number."""
-    column = config.target.column
-    labels = frame[column]
-    if config.target.type == "regression":
-        values = pd.to_numeric(labels, errors="coerce")
-        bad = values.isna() | np.isinf(values)
-        expected = "a finite number"
-    else:
-        bad = ~labels.isin(config.classes)
-        expected = f"one of {config.classes}"
+    """Every training row has a label the target kind can take (one of the classes, or a finite number)."""
+    column, target = config.target.column, get_target(config)
+    bad, expected = target.invalid(frame[column])
     if bad.any():
-        row = int(bad.to_numpy().argmax())
-        raise KitError(f"{path}: target {column!r} on line {row + 2} is {labels.iloc[row]!r}; expected {expected}")
-    if config.target.type == "regression":
-        frame[column] = pd.to_numeric(labels)
+        row = int(bad.argmax())
+        raise KitError(f"{path}: target {column!r} on line {row + 2} is {frame[column].iloc[row]!r}; "
+                       f"expected {expected}")

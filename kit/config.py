@@ -24,6 +24,7 @@ from kit.errors import KitError
 from kit.learners.catboost import CatBoostConfig
 from kit.learners.gbdt import GBDTConfig
 from kit.learners.linear import LinearConfig
+from kit.learners.xgboost import XGBoostConfig
 
 COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
@@ -236,6 +237,7 @@ class Config:
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
     catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
     linear: LinearConfig = field(default_factory=LinearConfig)
+    xgboost: XGBoostConfig = field(default_factory=XGBoostConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)

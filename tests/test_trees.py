@@ -17,7 +17,15 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from kit.errors import KitError
-from kit.trees import catboost_json, compile_catboost, compile_hgb, compile_linear, from_state_dict
+from kit.trees import (
+    catboost_json,
+    compile_catboost,
+    compile_hgb,
+    compile_linear,
+    compile_xgboost,
+    from_state_dict,
+    xgboost_json,
+)
 
 EAGER_TOL = 1e-6
 EXPORT_TOL = 1e-5
@@ -227,3 +235,115 @@ def test_catboost_with_categorical_splits_is_refused():
         compile_catboost(model)
     with pytest.raises(KitError, match="fitted CatBoost"):
         compile_catboost(CatBoostClassifier())
+
+
+# XGBoost: (kind, early stopping) -> a fitted model on the grid's rows; 0 classes: a regressor.
+XGBOOST_CASES = {f"{kind}_{'stopped' if stop else 'all_rounds'}": (k, stop)
+                 for kind, k in CATBOOST_CASES.items() for stop in (False, True)}
+
+
+@pytest.fixture(scope="module", params=list(XGBOOST_CASES))
+def xgboost_case(request) -> tuple:
+    """(XGBoost model, compiled module, held-out float32 rows, its expected output): depth-4 histogram trees on the
+    quarter grid, whose split conditions (bin cuts) are grid values, so held-out rows sit on them. Stopped: early
+    stopping on 50 of the 300 rows, so the booster holds more rounds than its predict (and the compiled walk) uses."""
+    from xgboost import XGBClassifier, XGBRegressor
+
+    n_classes, stop = XGBOOST_CASES[request.param]
+    X, y, held_out = grid_data(max(n_classes, 2))
+    common = dict(n_estimators=40 if stop else 20, max_depth=4, learning_rate=0.3, tree_method="hist", n_jobs=1,
+                  random_state=0, early_stopping_rounds=3 if stop else None)
+    target = y if n_classes else X[:, 0] * 3 + y
+    model = (XGBClassifier if n_classes else XGBRegressor)(**common)
+    model.fit(X[:250], target[:250], eval_set=[(X[250:], target[250:])], verbose=False)
+    if stop:
+        assert model.best_iteration + 1 < model.get_booster().num_boosted_rounds()
+    expected = model.predict_proba if n_classes else (lambda rows: model.predict(rows)[:, None])
+    return model, compile_xgboost(model), held_out, expected
+
+
+def on_split_conditions(model, rows: np.ndarray) -> np.ndarray:
+    """Two rows per split of every kept tree: the feature exactly on the split's condition (XGBoost: `x < condition`
+    goes left, so this goes right) and on the float32 just below it (left)."""
+    out = []
+    for tree in xgboost_json(model)["learner"]["gradient_booster"]["model"]["trees"]:
+        for node in np.flatnonzero(np.asarray(tree["left_children"]) != -1):
+            condition = np.float32(tree["split_conditions"][node])
+            for value in (condition, np.nextafter(condition, np.float32(-np.inf))):
+                row = rows[len(out) % len(rows)].copy()
+                row[tree["split_indices"][node]] = value
+                out.append(row)
+    return np.stack(out)
+
+
+def test_xgboost_matches_its_predictions_on_held_out_rows_and_on_every_split(xgboost_case):
+    model, module, rows, expected = xgboost_case
+    kept = getattr(model, "best_iteration", model.get_booster().num_boosted_rounds() - 1) + 1
+    per_round = model.n_classes_ if getattr(model, "n_classes_", 0) > 2 else 1  # one tree per class score
+    assert len(module.roots) == kept * per_round  # only the rounds predict uses
+    edge = on_split_conditions(model, rows)
+    for batch in (rows, edge):
+        out = compiled(module, batch)
+        assert out.dtype == np.float32 and out.shape == expected(batch).shape
+        assert np.abs(out - expected(batch)).max() <= 1e-5 * max(1, np.abs(out).max())
+
+
+def test_xgboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(xgboost_case, tmp_path):
+    _, module, rows, expected = xgboost_case
+    rebuilt = from_state_dict(module.state_dict())
+    assert np.array_equal(compiled(rebuilt, rows), compiled(module, rows))
+    example = torch.from_numpy(rows[:3])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(tmp_path / "model.onnx"), input_names=["features"],
+                          output_names=["out"], dynamic_axes={"features": {0: "batch"}, "out": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        traced = torch.jit.trace(module, example)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (rows[:1], rows[1:8]):
+        scale = max(1, np.abs(expected(batch)).max())
+        assert np.abs(compiled(traced, batch) - expected(batch)).max() <= EXPORT_TOL * scale
+        assert np.abs(session.run(["out"], {"features": batch})[0] - expected(batch)).max() <= EXPORT_TOL * scale
+
+
+def test_xgboost_with_other_objectives_categorical_splits_or_unfitted_is_refused():
+    from xgboost import XGBClassifier, XGBRegressor
+
+    X, y, _ = grid_data(2)
+    with pytest.raises(KitError, match="fitted XGBoost"):
+        compile_xgboost(XGBClassifier())
+    with pytest.raises(KitError, match="objectives.*got 'count:poisson'"):
+        compile_xgboost(XGBRegressor(n_estimators=2, objective="count:poisson", n_jobs=1).fit(X, y))
+    frame = pd.DataFrame(X).assign(c=pd.Categorical(np.where(y == 1, "a", "b")))
+    model = XGBClassifier(n_estimators=2, enable_categorical=True, tree_method="hist", n_jobs=1).fit(frame, y)
+    with pytest.raises(KitError, match="categorical splits.*without enable_categorical"):
+        compile_xgboost(model)
+
+
+@pytest.mark.parametrize("kind", list(CATBOOST_CASES))
+@pytest.mark.parametrize("stop", [False, True], ids=["small_table", "stopped"])
+def test_xgboost_learner_fits_through_the_registry(kind, stop):
+    """get_learner("xgboost") on each target kind: the small-table recipe and, forced on, early stopping on a
+    held-out 10%; what fit_arrays returns matches the estimator fit_estimator fits for the same seed."""
+    from kit.config import load_config
+    from kit.learners import get_learner
+    from kit.target import Binary, Multiclass, Regression
+
+    config = load_config("titanic")
+    config.xgboost.early_stopping, config.xgboost.max_iter, config.xgboost.learning_rate = stop, 300, 0.3
+    target = {"binary": Binary(["0", "1"]), "multiclass": Multiclass(["a", "b", "c"]), "regression": Regression()}[kind]
+    X, y, held_out = grid_data(max(CATBOOST_CASES[kind], 2))
+    x, y = X.astype(np.float32), (y if kind != "regression" else X[:, 0] * 3 + y)
+    learner = get_learner("xgboost")
+    assert learner.reads == "ordinal" and learner.settings is type(config.xgboost)
+    model = learner.fit_estimator(config, target, x, y, seed=7)
+    rounds = model.get_booster().num_boosted_rounds()
+    if stop:  # stopped 50 rounds after its best, which predict (and the compiled walk) stop at
+        assert model.best_iteration + 51 == rounds < 300
+    else:  # the small-table recipe: 100 rounds
+        assert rounds == 100 and not hasattr(model, "best_iteration")
+    expected = model.predict_proba(held_out) if target.width > 1 else model.predict(held_out)[:, None]
+    module = learner.fit_arrays(config, target, x, y, seed=7)
+    out = compiled(module, held_out)
+    assert out.shape == (len(held_out), target.width)
+    assert np.abs(out - expected).max() <= 1e-5 * max(1, np.abs(expected).max())

@@ -53,4 +53,4 @@ def get_learner(name: str) -> Learner:
     return LEARNERS[name]()
 
 
-from kit.learners import catboost, gbdt, linear, net  # noqa: E402, F401  (each registers itself)
+from kit.learners import catboost, gbdt, linear, net, xgboost  # noqa: E402, F401  (each registers itself)

@@ -21,10 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from kit.errors import KitError
-from kit.learners.catboost import CatBoostConfig
-from kit.learners.gbdt import GBDTConfig
-from kit.learners.linear import LinearConfig
-from kit.learners.xgboost import XGBoostConfig
+from kit.learners import LEARNERS
 
 COMPETITIONS_DIR = Path(__file__).resolve().parent.parent / "competitions"
 
@@ -230,14 +227,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     # Tabular: every learner trains on the same folds and fitted preprocessing, then they are blended on their
     # out-of-fold predictions. net: the `model` section, trained by the shared loop; the others (kit/learners/):
-    # gbdt, linear: scikit-learn; catboost: CatBoost; each has the section of its name
+    # gbdt, linear: scikit-learn; catboost: CatBoost; xgboost: XGBoost; each has the section of its name
     learners: list[str] = field(default_factory=lambda: ["net"])
     # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
     blend: Literal["auto", "weights", "mean"] = "auto"
-    gbdt: GBDTConfig = field(default_factory=GBDTConfig)
-    catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
-    linear: LinearConfig = field(default_factory=LinearConfig)
-    xgboost: XGBoostConfig = field(default_factory=XGBoostConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
@@ -251,6 +244,18 @@ class Config:
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
+
+
+def _with_learner_sections(base: type) -> type:
+    """`base` with one section per registered learner that has settings (kit/learners/), named as the learner."""
+    sections = [(name, cls.settings, field(default_factory=cls.settings)) for name, cls in LEARNERS.items()
+                if cls.settings is not None]
+    config = dataclasses.make_dataclass(base.__name__, sections, bases=(base,))
+    config.__doc__, config.__module__ = base.__doc__, base.__module__
+    return config
+
+
+Config = _with_learner_sections(Config)
 
 
 def known_competitions() -> list[str]:

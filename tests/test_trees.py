@@ -17,15 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from kit.errors import KitError
-from kit.trees import (
-    catboost_json,
-    compile_catboost,
-    compile_hgb,
-    compile_linear,
-    compile_xgboost,
-    from_state_dict,
-    xgboost_json,
-)
+from kit.learners.catboost import catboost_json, compile_catboost
+from kit.learners.gbdt import compile_hgb
+from kit.learners.linear import compile_linear
+from kit.learners.xgboost import compile_xgboost, xgboost_json
+from kit.trees import from_state_dict
 
 EAGER_TOL = 1e-6
 EXPORT_TOL = 1e-5

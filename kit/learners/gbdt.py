@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
+from kit.errors import KitError
 from kit.learners import register
 from kit.learners.compiled import Compiled, early_stopping
 
@@ -53,6 +56,53 @@ class GBDT(Compiled):
             random_state=seed)
 
     def compile(self, model):
-        from kit import trees
+        return compile_hgb(model)
 
-        return trees.compile_hgb(model)
+
+def _refuse_unsupported(model) -> None:
+    """KitError for what the flat walk cannot reproduce. Categorical splits test category sets, not thresholds, and
+    a model fit with categorical features ordinal-encodes and reorders its columns before its trees see them (every
+    categorical split is on such a feature), so such a model is refused whole: kit feeds numeric features."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    if not isinstance(model, (HistGradientBoostingClassifier, HistGradientBoostingRegressor)):
+        raise KitError(f"compile_hgb takes a HistGradientBoosting model, got {type(model).__name__}")
+    if not hasattr(model, "_predictors"):
+        raise KitError("the HistGradientBoostingClassifier is not fitted; fit it before compiling it")
+    if model.is_categorical_ is not None:
+        columns = np.flatnonzero(model.is_categorical_).tolist()
+        raise KitError(f"the HistGradientBoostingClassifier was fit with categorical features (columns {columns}), "
+                       "whose categorical splits cannot be compiled; kit feeds numeric features: refit it with "
+                       "categorical_features=None")
+
+
+def compile_hgb(model):
+    """A fitted HistGradientBoostingClassifier (binary or multiclass, numeric features) or squared-error
+    HistGradientBoostingRegressor as a TreeEnsemble whose output matches model.predict_proba (model.predict as
+    [N, 1]) on NaN-free float32 rows. Mirrors scikit-learn's _predict_from_raw_data:
+    a numeric split sends `x <= num_threshold` left; missing_go_to_left is not needed since kit imputes features."""
+    import torch
+
+    from kit.trees import TreeEnsemble
+
+    _refuse_unsupported(model)
+    trees = [predictor.nodes for iteration in model._predictors for predictor in iteration]
+    sizes = [len(tree) for tree in trees]
+    starts = np.cumsum([0] + sizes[:-1])
+    nodes = np.concatenate(trees)
+    leaf = nodes["is_leaf"].astype(bool)
+    own = np.arange(len(nodes))
+    offset = np.repeat(starts, sizes)  # child indices are per tree; packed, they shift by the tree's start
+    n_classes = model.n_trees_per_iteration_  # trees of iteration i are i*K .. i*K+K-1, one per class score
+    return TreeEnsemble(
+        feature=torch.from_numpy(np.where(leaf, 0, nodes["feature_idx"]).astype(np.int64)),
+        threshold=torch.from_numpy(np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64)),
+        left=torch.from_numpy(np.where(leaf, own, nodes["left"] + offset).astype(np.int64)),
+        right=torch.from_numpy(np.where(leaf, own, nodes["right"] + offset).astype(np.int64)),
+        value=torch.from_numpy(nodes["value"].astype(np.float64)),
+        roots=torch.from_numpy(starts.astype(np.int64)),
+        class_map=torch.from_numpy(np.eye(n_classes)[np.arange(len(trees)) % n_classes]),
+        baseline=torch.from_numpy(model._baseline_prediction.reshape(-1).astype(np.float64)),
+        depth=torch.tensor(int(nodes["depth"][leaf].max()), dtype=torch.int64),
+        identity=torch.tensor(not hasattr(model, "classes_")),
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kit.errors import KitError
 from kit.learners import register
 from kit.learners.compiled import Compiled
 
@@ -39,6 +40,22 @@ class Linear(Compiled):
         return cls(C=config.linear.C, max_iter=config.linear.max_iter)
 
     def compile(self, model):
-        from kit import trees
+        return compile_linear(model)
 
-        return trees.compile_linear(model)
+
+def compile_linear(model):
+    """A fitted LogisticRegression or Ridge/RidgeCV as a LinearModel whose output matches model.predict_proba
+    (binary: [1 - sigmoid, sigmoid] of the one score; multiclass: the softmax of the K scores) or model.predict
+    as [N, 1]."""
+    import torch
+    from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+
+    from kit.trees import LinearModel
+
+    if not isinstance(model, (LogisticRegression, Ridge, RidgeCV)) or not hasattr(model, "coef_"):
+        raise KitError(f"compile_linear takes a fitted LogisticRegression or Ridge, got {type(model).__name__}")
+    regressor = not isinstance(model, LogisticRegression)
+    weight = np.asarray(model.coef_, dtype=np.float64).reshape(1 if regressor else -1, model.coef_.shape[-1])
+    return LinearModel(weight=torch.from_numpy(weight.copy()),
+                       bias=torch.from_numpy(np.asarray(model.intercept_, dtype=np.float64).reshape(-1).copy()),
+                       identity=torch.tensor(regressor))

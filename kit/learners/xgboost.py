@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from kit.errors import KitError
 from kit.learners import register
 from kit.learners.compiled import SMALL, Compiled, early_stopping
 
@@ -76,6 +77,82 @@ class XGBoost(Compiled):
         return model.fit(x[~held], y[~held], eval_set=[(x[held], y[held])], verbose=False)
 
     def compile(self, model):
-        from kit import trees
+        return compile_xgboost(model)
 
-        return trees.compile_xgboost(model)
+
+XGBOOST_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
+
+
+def compile_xgboost(model):
+    """A fitted XGBClassifier (binary:logistic or multi:softprob) or XGBRegressor (reg:squarederror) with tree
+    boosters on numeric features as a TreeEnsemble whose output matches predict_proba (predict as [N, 1]) on
+    NaN-free float32 rows (kit imputes features). Only the rounds XGBoost's own predict uses are compiled: up to
+    best_iteration when early stopping ran. XGBoost sends a row left when `x < split_condition` in float32; the
+    walk tests `x <= threshold`, so each threshold is the float32 just below the condition (the same test on
+    float32 inputs). A leaf's value is its split_condition; tree_info names the class score each tree adds to, and
+    base_score (a probability for binary:logistic, a margin otherwise; one per class for multi:softprob) becomes
+    the baseline in margin space."""
+    import torch
+
+    from kit.trees import TreeEnsemble, tree_depths
+
+    spec = xgboost_json(model)
+    learner = spec["learner"]
+    objective = learner["objective"]["name"]
+    if objective not in XGBOOST_OBJECTIVES:
+        raise KitError(f"compile_xgboost takes the objectives {', '.join(XGBOOST_OBJECTIVES)}, got {objective!r}")
+    if learner["gradient_booster"]["name"] != "gbtree":
+        raise KitError(f"compile_xgboost takes tree boosters (gbtree), got {learner['gradient_booster']['name']!r}")
+    params = learner["learner_model_param"]
+    k = max(int(params["num_class"]), 1)
+    base = np.asarray([float(v) for v in params["base_score"].strip("[]").split(",")], dtype=np.float64)
+    if objective == "binary:logistic":
+        base = np.log(base) - np.log1p(-base)  # XGBoost keeps the probability; the margin is its logit
+    baseline = np.broadcast_to(base, (k,)).copy()
+    gbtree = learner["gradient_booster"]["model"]
+    trees, tree_class = gbtree["trees"], np.asarray(gbtree["tree_info"], dtype=np.int64)
+    for tree in trees:
+        if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
+            raise KitError("the XGBoost model has multi-output trees (multi_strategy='multi_output_tree'), which "
+                           "cannot be compiled: fit it with the default one_output_per_tree")
+        if any(tree["split_type"]) or tree.get("categories_nodes"):
+            raise KitError("the XGBoost model has categorical splits, which cannot be compiled; kit feeds numeric "
+                           "features: fit it without enable_categorical")
+    sizes = [len(tree["left_children"]) for tree in trees]
+    starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+    offset = np.repeat(starts, sizes)
+    own = np.arange(sum(sizes), dtype=np.int64)
+
+    def column(key: str, dtype) -> np.ndarray:
+        return np.concatenate([np.asarray(tree[key], dtype=dtype) for tree in trees]) if trees else np.zeros(0, dtype)
+
+    left, right = column("left_children", np.int64), column("right_children", np.int64)
+    condition = column("split_conditions", np.float32)
+    leaf = left == -1
+    below = np.nextafter(condition, np.float32(-np.inf)).astype(np.float64)  # x < c  <=>  x <= below (float32 x)
+    left, right = np.where(leaf, own, left + offset), np.where(leaf, own, right + offset)
+    return TreeEnsemble(
+        feature=torch.from_numpy(np.where(leaf, 0, column("split_indices", np.int64))),
+        threshold=torch.from_numpy(np.where(leaf, 0.0, below)),
+        left=torch.from_numpy(left), right=torch.from_numpy(right),
+        value=torch.from_numpy(np.where(leaf, condition.astype(np.float64), 0.0)),
+        roots=torch.from_numpy(starts), class_map=torch.from_numpy(np.eye(k)[tree_class]),
+        baseline=torch.from_numpy(baseline),
+        depth=torch.tensor(int(tree_depths(left, right, starts).max(initial=0)), dtype=torch.int64),
+        identity=torch.tensor(objective.startswith("reg:")))
+
+
+def xgboost_json(model) -> dict:
+    """A fitted XGBoost scikit-learn model's booster as its JSON dict (save_raw("json")), cut to best_iteration + 1
+    rounds when early stopping ran (what the model's own predict uses), else whole."""
+    import json
+
+    try:
+        booster = model.get_booster()
+    except Exception:  # XGBoost's NotFittedError, or no get_booster at all
+        raise KitError(f"compile_xgboost takes a fitted XGBoost model, got {type(model).__name__}") from None
+    try:
+        booster = booster[: booster.best_iteration + 1]
+    except AttributeError:  # no early stopping: every round counts
+        pass
+    return json.loads(booster.save_raw("json"))

@@ -102,7 +102,8 @@ class AnyFiles(GradioRootModel):
 def dropped_files(label: str) -> gr.File:
     """gr.File(file_count="multiple") that takes one uploaded file as a one-item list, and passes anything that is
     not an uploaded file on as NotUploaded (classify names it) instead of failing Gradio's validation with a server
-    error. Uploaded files still go through Gradio's upload-folder check; a path string is never opened.
+    error. Uploaded files still go through Gradio's upload-folder check and gr.File's own preprocess; a path string
+    is never opened.
 
     Set on the instance: a gr.File subclass would make Gradio write a .pyi stub beside this file on import."""
     files = gr.File(file_count="multiple", label=label)
@@ -110,6 +111,7 @@ def dropped_files(label: str) -> gr.File:
     schema = ListFiles.model_json_schema()  # documented as what it is meant to take: a list of files
     schema["additional_description"] = schema.pop("description", None)
     files.api_info = lambda: schema
+    checked = files.preprocess  # gr.File's own public preprocess, kept: FileData in, its cached path out
 
     def preprocess(payload: AnyFiles | None) -> list[str | NotUploaded] | None:
         items = payload.root if payload is not None else None
@@ -122,7 +124,7 @@ def dropped_files(label: str) -> gr.File:
             except (ValidationError, TypeError, ValueError):
                 out.append(NotUploaded(Path(item).name if isinstance(item, str) else type(item).__name__))
             else:
-                out.append(files._process_single_file(upload))
+                out.extend(checked(ListFiles(root=[upload])))  # file_count="multiple": a one-item list
         return out
 
     files.preprocess = preprocess

@@ -4,10 +4,10 @@ each check under a time limit, all in a temporary folder; one table of check, re
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -154,21 +154,29 @@ def gpu_tests(ws: Workspace) -> str:
 
 
 def bench(ws: Workspace) -> str:
-    """`make bench` at its smallest (three training batches, one round): the efficiency line."""
+    """`make bench`'s image pipeline at its smallest (three training batches, one round), in this process: its
+    efficiency ratios (kit / ceiling)."""
+    from kit.bench import image_pipeline
+    from kit.config import load_config
+
     batch = 128 if ws.device == "cuda" else 8  # the GPU recipe's own batch; a small one on the CPU
-    output = ws.kit("bench", *ws.data, "--device", ws.device, "--limit", str(3 * batch), "--rounds", "1",
-                    "--exports", str(ws.tmp / "no-exports"), extra=(f"train.batch_size={batch}",))
-    line = next((x for x in reversed(output.splitlines()) if x.startswith("efficiency ")), "")
-    if not line:
-        raise RuntimeError("bench printed no efficiency line")
-    return line.split(" (device")[0]
+    config = load_config(COMP, [*ws.settings, f"train.batch_size={batch}"], ws.recipe[-1] if ws.recipe else None)
+    _, ratios = image_pipeline(config, Path(ws.data[-1]) if ws.data else None, 3 * batch, ws.device, rounds=1)
+    return "efficiency " + " ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items())
 
 
 def train(ws: Workspace) -> str:
-    """One epoch of the recipe on the shipped sample through `python -m kit train`: its epoch line's figures."""
-    output = ws.kit("train", *ws.data, "--runs", str(ws.tmp / "runs"))
-    epoch = re.search(r"epoch 1/1 .*?(\d+) img/s\s+([\d.]+)s", output)
-    return f"{epoch.group(1)} img/s, epoch {epoch.group(2)} s" if epoch else last_line(output)
+    """One epoch of the recipe on the shipped sample through `python -m kit train`: the epoch's images/s and seconds
+    from the finished run's log.csv."""
+    from kit import runs
+
+    ws.kit("train", *ws.data, "--runs", str(ws.tmp / "runs"))
+    run = runs.find_run(COMP, runs_dir=ws.tmp / "runs", finished=True)
+    with (run / "log.csv").open(newline="") as f:
+        epochs = [row for row in csv.DictReader(f) if row["epoch"] == "1"]
+    if not epochs:
+        raise RuntimeError(f"no epoch 1 row in {run / 'log.csv'}")
+    return f"{float(epochs[0]['images_per_second']):.0f} img/s, epoch {float(epochs[0]['seconds']):.1f} s"
 
 
 def sync_free_epoch(ws: Workspace) -> str:

@@ -85,3 +85,29 @@ def test_the_onnxruntime_cuda_check_runs_for_real(tmp_path):
 
 def test_doctor_is_a_command_without_a_competition():
     assert parser().parse_args(["doctor"]).command == "doctor"
+
+
+def test_train_reads_the_epoch_from_the_run_files_not_the_log_text(cpu, monkeypatch):
+    def kit(*args, extra=()):  # a finished run whose printed output has no epoch line to parse
+        run = cpu.tmp / "runs" / doctor.COMP / "20250101-000000"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("competition: food101-10\n")
+        (run / "metrics.json").write_text("{}")
+        (run / "log.csv").write_text("fold,epoch,train_loss,images_per_second,train_seconds,seconds,best\n"
+                                     "0,1,2.3,1234.56,3.2,3.46,True\n")
+        return "training done\n"
+
+    monkeypatch.setattr(cpu, "kit", kit)
+    assert doctor.train(cpu) == "1235 img/s, epoch 3.5 s"
+
+
+def test_bench_reports_the_pipelines_ratios(cpu, monkeypatch):
+    calls = []
+
+    def image_pipeline(config, data, limit, device_name, rounds):
+        calls.append((config.competition, config.train.batch_size, data, limit, device_name, rounds))
+        return [("device", "CPU")], {"train": 0.914, "infer": 0.876}
+
+    monkeypatch.setattr("kit.bench.image_pipeline", image_pipeline)
+    assert doctor.bench(cpu) == "efficiency train 0.91 infer 0.88"
+    assert calls == [(doctor.COMP, 8, cpu.tmp / "sample", 24, "cpu", 1)]

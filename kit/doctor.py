@@ -182,7 +182,7 @@ def train(ws: Workspace) -> str:
 def sync_free_epoch(ws: Workspace) -> str:
     """A training epoch of the GPU recipe with CUDA's sync-debug mode on "error": any host sync in it raises."""
     from kit.config import load_config
-    from kit.cv import objective
+    from kit.learners.net import prepare_fit
     from kit.tasks import get_task
     from kit.trainer import TrainState, train_epoch
 
@@ -190,9 +190,10 @@ def sync_free_epoch(ws: Workspace) -> str:
     task, device = get_task(config), torch.device("cuda")
     samples = task.load("train")
     state = task.fit(samples)
-    batches = task.loader(samples, state, train=True, device=device)
-    train_state = TrainState(task.build_model(state).to(device), config.train, len(batches))
-    criterion = objective(config, samples, state).criterion(device)
+    parts = prepare_fit(task, config, samples, None, state, device=device)
+    batches = parts.train
+    train_state = TrainState(parts.model, config.train, len(batches))
+    criterion = parts.objective.criterion(device)
     for epoch, mode in ((1, 0), (2, "error")):  # a warm-up epoch first: lazy CUDA initialisation may synchronise
         batches.set_epoch(config.train.seed, epoch)
         torch.cuda.set_sync_debug_mode(mode)

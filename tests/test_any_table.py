@@ -14,7 +14,7 @@ from conftest import run_kit
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from kit import runtime
-from kit.metrics import REGISTRY
+from kit.metrics import get_metric
 
 FAST = "cv.folds=3 train.epochs=3 gbdt.max_iter=60 catboost.max_iter=200"
 
@@ -70,7 +70,7 @@ def test_a_regression_trains_on_log1p_for_rmsle_and_submits_values(regression):
     assert metrics["metric"]["name"] == "rmsle" and metrics["target"] == {
         "column": "progression", "type": "regression", "transform": "log1p"}
     oof = pd.read_csv(run / "oof.csv")
-    assert metrics["cv"]["oof"] == pytest.approx(REGISTRY["rmsle"].score(oof["target"].to_numpy(),
+    assert metrics["cv"]["oof"] == pytest.approx(get_metric("rmsle", "regression").score(oof["target"].to_numpy(),
                                                                         oof[["value"]].to_numpy()), rel=1e-6)
     assert metrics["cv"]["oof"] < 0.6  # the mean guess scores about 0.75 on this table
     kinds = json.loads((run / "fold0.json").read_text())["preprocessing"]["kinds"]

@@ -124,7 +124,7 @@ def test_gpu_batches_match_whether_the_cache_is_resident_or_streamed_and_match_t
 @pytest.mark.gpu
 def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     from kit.config import TrainConfig
-    from kit.metrics import REGISTRY
+    from kit.metrics import get_metric
     from kit.models import HW3CNN, ImageClassifier
     from kit.objective import Objective
     from kit.trainer import TrainState, train_epoch
@@ -134,7 +134,8 @@ def test_a_training_epoch_on_the_gpu_never_waits_for_the_device():
     model = ImageClassifier(HW3CNN(11), [0.5] * 3, [0.5] * 3).to(cuda).to(memory_format=torch.channels_last)
     batches = DeviceImages(_images(32).numpy(), np.arange(32) % 11, 8, cuda, 32, AugmentConfig(rotate=10))
     # The food11 recipe's loss: class-weighted and label-smoothed (torch's own weighted CE would sync here).
-    objective = Objective(REGISTRY["accuracy"], class_weights=torch.rand(11) + 0.5, label_smoothing=0.1)
+    accuracy = get_metric("accuracy", "multiclass")
+    objective = Objective(accuracy, {}, class_weights=torch.rand(11) + 0.5, label_smoothing=0.1)
     state, criterion = TrainState(model, cfg, len(batches)), objective.criterion(cuda)
     batches.set_epoch(0, 1)
     train_epoch(state, batches, criterion, cfg, 0, 1)  # warm-up: lazy CUDA initialisation may synchronise

@@ -8,7 +8,7 @@ from torch.utils.data import TensorDataset
 from kit.batches import DatasetBatches
 from kit.config import TrainConfig
 from kit.errors import KitError
-from kit.metrics import REGISTRY
+from kit.metrics import get_metric
 from kit.objective import Objective
 from kit.trainer import EarlyStopping, evaluate, fit
 
@@ -54,7 +54,8 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     assert result.epochs_run == result.best_epoch + 3 < 30  # stopped after `patience` bad epochs
     best = result.history[result.best_epoch - 1]
     assert best["best"] and best["valid_loss"] == min(r["valid_loss"] for r in result.history)
-    loss, _ = evaluate(model, _batches(valid, 64, False), nn.CrossEntropyLoss(), Objective(REGISTRY["accuracy"]))
+    accuracy = Objective(get_metric("accuracy", "multiclass"), {})
+    loss, _ = evaluate(model, _batches(valid, 64, False), nn.CrossEntropyLoss(), accuracy)
     assert abs(loss - best["valid_loss"]) < 1e-5  # the weights in the model are the best epoch's
 
 
@@ -123,8 +124,8 @@ def test_class_weighted_loss_equals_torchs_weighted_cross_entropy_and_its_gradie
     torch.manual_seed(0)
     weights = torch.rand(11) + 0.2
     logits, y = torch.randn(37, 11, requires_grad=True), torch.randint(0, 11, (37,))
-    ours = Objective(REGISTRY["accuracy"], class_weights=weights, label_smoothing=smoothing).criterion(
-        torch.device("cpu"))
+    accuracy = get_metric("accuracy", "multiclass")
+    ours = Objective(accuracy, {}, class_weights=weights, label_smoothing=smoothing).criterion(torch.device("cpu"))
     assert not isinstance(ours, nn.CrossEntropyLoss)  # torch's weighted, smoothed loss syncs with the GPU
     theirs = nn.CrossEntropyLoss(weight=weights, label_smoothing=smoothing)
     (grad_ours,) = torch.autograd.grad(ours(logits, y), logits)

@@ -59,7 +59,7 @@ def about(meta: dict) -> str:
     tta = ", ".join(meta["tta"]["views"]) if meta.get("tta") else "none"
     metric = (meta.get("metric") or {}).get("name", "accuracy")
     target = meta.get("target") or {}
-    kind = f"regression of {target.get('column')}" if target.get("type") == "regression" else \
+    kind = f"regression of {target.get('column')}" if runtime.predicts_values(meta) else \
         f"{len(meta['classes'])} classes"
     return (f"**{meta['competition']}** ({meta['task']}, {kind}) · CV {metric} {score} · "
             f"{meta.get('folds', '?')} folds · TTA: {tta} · exported {meta.get('created', '?')}")
@@ -229,11 +229,11 @@ def build(exports: Path = ROOT / "exports", trust_code: bool = False) -> gr.Bloc
 
     with gr.Blocks(title="kit") as app:
         gr.Markdown("# kit · classify with the exported fold ensemble")
-        image_comps = [c for c, m in metas.items() if m["task"] == "image"]
+        image_comps = [c for c, m in metas.items() if runtime.takes_images(m)]
         if image_comps:
             image_tab({c: metas[c] for c in image_comps}, model)
         for comp, meta in metas.items():
-            if meta["task"] == "tabular":
+            if not runtime.takes_images(meta):
                 table_tab(comp, meta, model)
         with gr.Tab("About"):
             gr.Markdown("\n\n".join(about(m) for m in metas.values()))
@@ -343,7 +343,7 @@ def table_tab(comp: str, meta: dict, model) -> None:
                 device = gr.Radio(devices(), value="auto", label="Device")
                 button = gr.Button("Predict", variant="primary")
             with gr.Column():
-                regression = (meta.get("target") or {}).get("type") == "regression"
+                regression = runtime.predicts_values(meta)
                 label = gr.Label(label=f"Predicted {meta['target']['column']}" if regression
                                  else "Class probabilities", num_top_classes=len(meta["classes"]) or None)
                 status = gr.Markdown(load_problem(comp, columns, model), label="status")

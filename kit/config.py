@@ -31,8 +31,14 @@ class DataConfig:
     """Where the competition's data is and which columns hold the ids and the labels."""
 
     train: str = "data/train.csv"  # tabular: a CSV; image: a folder with train/ (+ valid/). Relative to the comp.
-    test: str = "data/test.csv"  # tabular: a CSV; image: a folder of unlabeled images
-    id: str = "id"  # tabular: the id column of both CSVs
+    # tabular: a CSV; image: a folder of unlabeled images, or with `labels` a CSV naming them by `id` (their images
+    # in `images`)
+    test: str = "data/test.csv"
+    id: str = "id"  # the id column of the CSVs (tabular; image with `labels`)
+    # image: a CSV naming each training image by `id` with its label(s) (Kaggle's train.csv) in place of labels in
+    # the file or folder names; `train` is then unused
+    labels: str | None = None
+    images: str | None = None  # image, with `labels`: the folder holding the images it names (and test.csv's)
     sample: str | None = None  # the competition's sample_submission.csv: submission.csv takes its header and ids
     kaggle: str | None = None  # Kaggle competition slug that `make data` downloads
 
@@ -41,7 +47,8 @@ class DataConfig:
 class TargetConfig:
     """What to predict: the training file's target column and its type."""
 
-    column: str = "target"  # tabular: the target column of train.csv (image labels come from the file names)
+    column: str = "target"  # the label column of train.csv (tables, and images listed by data.labels)
+    columns: list[str] = field(default_factory=list)  # images listed by data.labels: one 0/1 column per class
     # binary, multiclass or regression (kit/target.py), or auto: image -> binary or multiclass by the number of
     # classes; tabular -> regression for numbers with more than 20 distinct values, else binary (2 values) or
     # multiclass (the rule is logged)

@@ -73,6 +73,15 @@ def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     return skm.roc_auc_score(y, p / p.sum(1, keepdims=True), multi_class="ovr", labels=np.arange(p.shape[1]))
 
 
+def _mean_roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """The mean over class columns of each column's ROC AUC against "is this class" (Kaggle's mean column-wise AUC,
+    Plant Pathology's), over the classes present in `y`; binary: the positive class's AUC."""
+    if p.ndim == 1:
+        return skm.roc_auc_score(y, p)
+    present = [k for k in range(p.shape[1]) if 0 < (y == k).sum() < len(y)]
+    return float(np.mean([skm.roc_auc_score(y == k, p[:, k]) for k in present]))
+
+
 def _rmsle(y: np.ndarray, v: np.ndarray) -> float:
     return float(np.sqrt(skm.mean_squared_log_error(y, np.clip(v, 0, None))))  # a negative guess counts as 0
 
@@ -81,6 +90,7 @@ REGISTRY: dict[str, Metric] = {m.name: m for m in [
     Metric("accuracy", skm.accuracy_score, True, "label"),
     Metric("balanced_accuracy", skm.balanced_accuracy_score, True, "label"),
     Metric("roc_auc", _roc_auc, True, "proba"),
+    Metric("mean_roc_auc", _mean_roc_auc, True, "proba"),
     Metric("log_loss", _log_loss, False, "proba"),
     Metric("f1", lambda y, p: skm.f1_score(y, p), True, "label", tuned_threshold=True, two_classes=True),
     Metric("macro_f1", lambda y, p: skm.f1_score(y, p, average="macro"), True, "label"),

@@ -61,6 +61,14 @@ def test_multiclass_and_regression_metrics_equal_scikit_learn():
     assert metric["rmsle"].score(YV, np.array([[-5.0]] * 5)) == metric["rmsle"].score(YV, np.zeros((5, 1)))
 
 
+def test_mean_roc_auc_is_the_mean_of_the_class_columns_aucs():
+    """Kaggle's mean column-wise ROC AUC (Plant Pathology) against scikit-learn's macro AUC of one-hot truth."""
+    mean_auc = get_metric("mean_roc_auc", "multiclass")
+    assert mean_auc.score(Y3, PROBS3) == pytest.approx(skm.roc_auc_score(np.eye(3)[Y3], PROBS3, average="macro"))
+    assert get_metric("mean_roc_auc", "binary").score(Y2, PROBS2) == pytest.approx(skm.roc_auc_score(Y2, P2))
+    assert mean_auc.greater_is_better and mean_auc.needs == "proba"
+
+
 def test_directions_and_what_each_metric_consumes():
     lower = {"log_loss", "rmse", "rmsle", "mae"}
     for name, metric in REGISTRY.items():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from kit import contract
+from kit import contract, image_csv
 from kit.batches import DatasetBatches, DeviceImages
 from kit.config import AugmentConfig, Config
 from kit.device import available_cpus
@@ -23,7 +23,7 @@ from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
 from kit.learners import get_learner
 from kit.models import ImageClassifier, image_net, image_norm
-from kit.target import Target, for_classes, target_class
+from kit.target import Target, for_classes, get_target, settle, target_class
 from kit.tasks import Samples
 
 log = logging.getLogger(__name__)
@@ -31,17 +31,19 @@ log = logging.getLogger(__name__)
 
 class ImageTask:
     unit = "images"  # what a sample is, in logs and progress bars
+
     def __init__(self, config: Config):
         self.config = config
 
     @classmethod
     def check(cls, config: Config) -> None:
-        if len(config.classes) < 2:
+        if len(config.classes) < 2 and not image_csv.listed(config):
             raise KitError(f"classes {config.classes} must list at least two distinct names: an image competition "
-                           "names its classes in the config")
-        if cls.known_kind(config).predicts_values:
-            raise KitError(f"target.type {config.target.type} is for tabular competitions; an image competition "
-                           "predicts classes")
+                           "whose labels are in its file or folder names names its classes in the config")
+        kind = cls.known_kind(config)
+        if kind is not None and kind.predicts_values:
+            raise KitError(f"target.type {config.target.type}: kit's image competitions predict classes; values are "
+                           "not supported yet")
         others = [name for name in config.learners if not get_learner(name).images]
         if others:
             raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network "
@@ -50,18 +52,30 @@ class ImageTask:
             raise KitError("cv.groups and cv.time need table columns; an image competition uses stratified folds")
 
     @classmethod
-    def known_kind(cls, config: Config) -> type[Target]:
-        """Set in the config, or settled by the number of classes (the labels are in the file names)."""
-        return target_class(config.target.type) if config.target.type != "auto" else for_classes(len(config.classes))
+    def known_kind(cls, config: Config) -> type[Target] | None:
+        """Set in the config, or settled by the number of classes (None: the labels CSV will settle it)."""
+        if config.target.type != "auto":
+            return target_class(config.target.type)
+        columns = config.target.columns or config.classes
+        return for_classes(len(columns)) if columns else None
 
     @classmethod
     def label_names(cls, config: Config) -> list[str]:
-        """A label submission writes the class index."""
-        return [str(i) for i in range(len(config.classes))]
+        """A label submission writes the class name when the labels come from a CSV, else the class index (HW3)."""
+        return list(config.classes) if image_csv.listed(config) else [str(i) for i in range(len(config.classes))]
 
     def resolve(self, path: Path | None = None) -> Config:
-        kind = self.known_kind(self.config)
-        return dataclasses.replace(self.config, target=dataclasses.replace(self.config.target, type=kind.name))
+        """The config with the target kind (and, for a labels CSV, the classes) settled, as kit/target.py does."""
+        config, columns = self.config, self.config.target.columns
+        if image_csv.listed(config):
+            labels_csv, _ = image_csv.training_files(config, path)
+            frame = image_csv.read_ids(labels_csv, config.data.id, "labels")
+            config = settle(dataclasses.replace(config, classes=config.classes or columns),
+                            image_csv.label_text(config, frame, labels_csv))
+            self.check(config)  # the labels may have settled a kind images cannot take yet
+            return config
+        kind = self.known_kind(config)
+        return dataclasses.replace(config, target=dataclasses.replace(config.target, type=kind.name))
 
     def score_names(self) -> tuple[str, str]:
         """Epochs validate at the crop size without TTA (cheaper); the fold's OOF predictions run at test_size with
@@ -73,6 +87,8 @@ class ImageTask:
         return self._load_train(path) if split == "train" else self._load_test(path)
 
     def _load_train(self, path: Path | None) -> Samples:
+        if image_csv.listed(self.config):
+            return self._load_listed(path)
         root = Path(path) if path else self.config.path(self.config.data.train)
         if not root.is_dir() and self.config.data.kaggle:
             from kit.download import manual_steps
@@ -102,14 +118,41 @@ class ImageTask:
         ids = [str(paths[i].relative_to(root)) for i in keep]
         return Samples(ids, np.asarray(labels, dtype=np.int64)[keep], images, np.asarray(is_valid)[keep])
 
+    def _load_listed(self, path: Path | None) -> Samples:
+        """Training images named by the labels CSV, with their labels from it (kit/image_csv.py)."""
+        if self.config.cv.folds == "given":
+            raise KitError("cv.folds=given needs train/ and valid/ folders; a labels CSV has no validation split")
+        labels_csv, folder = image_csv.training_files(self.config, path)
+        frame = image_csv.read_ids(labels_csv, self.config.data.id, "labels")
+        labels, target = image_csv.label_text(self.config, frame, labels_csv), get_target(self.config)
+        bad, expected = target.invalid(labels)
+        if bad.any():
+            row = int(bad.argmax())
+            raise KitError(f"{labels_csv}: the label on line {row + 2} is {labels.iloc[row]!r}; expected {expected}")
+        ids = frame[self.config.data.id].tolist()
+        paths = image_csv.find_images(folder, ids, "training")
+        images, unreadable = self._decode(paths)
+        keep = np.setdiff1d(np.arange(len(paths)), list(unreadable))
+        if unreadable:
+            log.warning("left out %d unreadable training image(s): %s", len(unreadable),
+                        describe_bad(paths, unreadable))
+            images = images[keep]
+        return Samples([ids[i] for i in keep], target.encode(labels)[keep], images)
+
+    def test_files(self, path: Path | None = None) -> tuple[list[str], list[Path]]:
+        """(ids, image files) of the test split: the test folder's images, or those a CSV names."""
+        if image_csv.listed(self.config):
+            return image_csv.test_files(self.config, path)
+        paths = list_unlabelled(Path(path) if path else self.config.path(self.config.data.test))
+        return [p.stem for p in paths], paths
+
     def _load_test(self, path: Path | None) -> Samples:
-        folder = Path(path) if path else self.config.path(self.config.data.test)
-        paths = list_unlabelled(folder)
+        ids, paths = self.test_files(path)
         images, bad = self._decode(paths)
         if bad:
             raise KitError(f"cannot predict: {len(bad)} unreadable test image(s): {describe_bad(paths, bad)}; "
                            "every test image needs a prediction, so replace or remove them")
-        return Samples([p.stem for p in paths], None, images)
+        return Samples(ids, None, images)
 
     def _decode(self, paths: list[Path]) -> tuple[np.ndarray, dict[int, str]]:
         cfg = self.config.image
@@ -153,8 +196,7 @@ class ImageTask:
 
     def raw_test(self, path: Path | None = None) -> tuple[list[str], list[Path]]:
         """(ids, the image files) of the test split, as a serving program would pass them to kit.runtime."""
-        paths = list_unlabelled(Path(path) if path else self.config.path(self.config.data.test))
-        return [p.stem for p in paths], paths
+        return self.test_files(path)
 
     def write_contract(self, states: list[dict], width: int, folder: Path) -> dict:
         return contract.describe_images(states[0]["size"], states[0]["mean"], states[0]["std"])

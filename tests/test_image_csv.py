@@ -1,0 +1,121 @@
+"""Image competitions in Kaggle's CSV layout (kit/image_csv.py): a labels CSV naming each image by id, with a label
+column or one-hot columns; an image folder; test images named by test.csv or the sample submission. Tiny generated
+images, real training, prediction and export; each bad CSV is one clear error before any run folder exists."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import make_image, run_kit
+
+CLASSES = ["cat", "dog", "fox"]
+FAST = ("image.size=32 image.test_size=0 model.name=tf_efficientnet_lite0 model.pretrained=none train.epochs=1 "
+        "cv.folds=2 tta.views=[identity,hflip]")
+
+
+def write_competition(root: Path, config: dict, form: str, rows: int = 24, tests: int = 5) -> Path:
+    """A competition folder: config.yaml, train.csv (ids without extension, or with `.jpg` for `binary`),
+    images/ for train and test, test.csv and sample_submission.csv."""
+    (root / "images").mkdir(parents=True)
+    labels = [i % (2 if form == "binary" else 3) for i in range(rows)]
+    ids = [f"tr{i:03d}" for i in range(rows)]
+    for i, label in zip(ids, labels, strict=True):
+        make_image(label, seed=int(i[2:])).save(root / "images" / f"{i}.jpg")
+    test_ids = [f"te{i:03d}" for i in range(tests)]
+    for k, i in enumerate(test_ids):
+        make_image(k % 2, seed=500 + k).save(root / "images" / f"{i}.jpg")
+    if form == "binary":  # Aerial Cactus: ids carry the extension, a 0/1 label, a probability per row
+        train = pd.DataFrame({"id": [f"{i}.jpg" for i in ids], "has_fox": labels})
+        sample = pd.DataFrame({"id": [f"{i}.jpg" for i in test_ids], "has_fox": 0.5})
+    elif form == "onehot":  # Plant Pathology: one 0/1 column per class, one probability column per class
+        train = pd.DataFrame({"image_id": ids} | {c: [int(y == k) for y in labels] for k, c in enumerate(CLASSES)})
+        sample = pd.DataFrame({"image_id": test_ids} | {c: 1 / 3 for c in CLASSES})
+    else:  # Dog Breed: a label column, one probability column per class
+        train = pd.DataFrame({"id": ids, "breed": [CLASSES[y] for y in labels]})
+        sample = pd.DataFrame({"id": test_ids} | {c: 1 / 3 for c in CLASSES})
+    train.to_csv(root / "train.csv", index=False)
+    sample.iloc[:, :1].to_csv(root / "test.csv", index=False)
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    (root / "config.yaml").write_text(yaml.safe_dump({"task": "image", **config}))
+    return root
+
+
+BINARY = {"metric": "roc_auc", "data": {"labels": "train.csv", "images": "images", "test": "images",
+                                        "sample": "sample_submission.csv", "id": "id"},
+          "target": {"column": "has_fox"}}
+ONEHOT = {"metric": "mean_roc_auc", "data": {"labels": "train.csv", "images": "images", "test": "test.csv",
+                                             "sample": "sample_submission.csv", "id": "image_id"},
+          "target": {"columns": CLASSES}}
+LABELS = {"metric": "log_loss", "data": {"labels": "train.csv", "images": "images", "test": "test.csv",
+                                         "sample": "sample_submission.csv", "id": "id"},
+          "target": {"column": "breed"}}
+
+
+@pytest.mark.parametrize(("form", "config", "columns"), [
+    ("binary", BINARY, ["id", "has_fox"]),
+    ("onehot", ONEHOT, ["image_id", *CLASSES]),
+    ("labels", LABELS, ["id", *CLASSES])])
+def test_a_csv_listed_competition_trains_predicts_and_exports(tmp_path, form, config, columns):
+    comp = write_competition(tmp_path / form, config, form)
+    settings = ["--set", f"image.cache_dir={tmp_path / 'cache'} {FAST}"]
+    train = run_kit("train", "--comp", str(comp), "--runs", str(tmp_path / "runs"), *settings)
+    assert train.returncode == 0, train.stderr
+    run = tmp_path / "runs" / form / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    expected = ["0", "1"] if form == "binary" else CLASSES
+    assert metrics["config"]["classes"] == expected and metrics["metric"]["name"] == config["metric"]
+    oof = pd.read_csv(run / "oof.csv")
+    assert sorted(oof["id"].astype(str)) == sorted(pd.read_csv(comp / "train.csv").iloc[:, 0])
+    predict = run_kit("predict", "--comp", str(comp), "--runs", str(tmp_path / "runs"))
+    assert predict.returncode == 0, predict.stderr
+    submission = pd.read_csv(run / "submission.csv")
+    sample = pd.read_csv(comp / "sample_submission.csv")
+    assert list(submission.columns) == columns and list(submission.iloc[:, 0]) == list(sample.iloc[:, 0])
+    values = submission.iloc[:, 1:].to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    if form != "binary":
+        assert np.allclose(values.sum(1), 1, atol=1e-5)
+    exported = run_kit("export", "--comp", str(comp), "--runs", str(tmp_path / "runs"),
+                       "--exports", str(tmp_path / "exports"), *settings)
+    assert exported.returncode == 0, exported.stderr
+    from_export = run_kit("predict", "--comp", str(comp), "--runs", str(tmp_path / "runs"), "--from", "export",
+                          "--exports", str(tmp_path / "exports"), "--out", str(tmp_path / "from_export.csv"))
+    assert from_export.returncode == 0, from_export.stderr
+    served = pd.read_csv(tmp_path / "from_export.csv")
+    assert list(served.iloc[:, 0]) == list(sample.iloc[:, 0])
+    assert np.abs(served.iloc[:, 1:].to_numpy() - values).max() < 1e-4
+
+
+@pytest.mark.parametrize(("break_it", "message"), [
+    (lambda c: (c / "images" / "tr003.jpg").unlink(), r"1 training image\(s\) named in the CSV are not in .*tr003"),
+    (lambda c: pd.read_csv(c / "train.csv").pipe(lambda f: pd.concat([f, f.iloc[:1]])).to_csv(c / "train.csv",
+                                                                                               index=False),
+     r"names the image\(s\) \['tr000'\] twice"),
+    (lambda c: pd.read_csv(c / "train.csv").assign(breed=lambda f: f["breed"].where(f.index != 4)).to_csv(
+        c / "train.csv", index=False), r"label 'breed' is empty on line 6"),
+    (lambda c: make_image(0, 1).save(c / "images" / "tr002.png"), r"\['tr002'\] match more than one file"),
+])
+def test_a_bad_labels_csv_is_one_clear_error_before_any_run(tmp_path, break_it, message):
+    comp = write_competition(tmp_path / "labels", LABELS, "labels")
+    break_it(comp)
+    result = run_kit("train", "--comp", str(comp), "--runs", str(tmp_path / "runs"), "--set",
+                     f"image.cache_dir={tmp_path / 'cache'} {FAST}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_one_hot_row_without_a_single_one_is_refused(tmp_path):
+    comp = write_competition(tmp_path / "onehot", ONEHOT, "onehot")
+    frame = pd.read_csv(comp / "train.csv")
+    frame.loc[3, CLASSES] = [1, 1, 0]
+    frame.to_csv(comp / "train.csv", index=False)
+    result = run_kit("train", "--comp", str(comp), "--runs", str(tmp_path / "runs"), "--set", FAST)
+    assert result.returncode == 2 and "line 5 has ['1', '1', '0'] in target.columns" in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -76,9 +76,10 @@ endif
 endif
 
 NEW_ARGS = $(strip --comp $(COMP) --data "$(DATA)" $(if $(METRIC),--metric "$(METRIC)") \
-	$(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") $(if $(filter 1,$(FORCE)),--force))
+	$(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") $(if $(IMAGES),--images "$(IMAGES)") \
+	$(if $(filter 1,$(FORCE)),--force))
 
-new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, FORCE=1)
+new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, IMAGES, FORCE=1)
 	$(KIT) new $(NEW_ARGS)
 
 train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)

@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--target", help="the target column (default: inferred)")
     new.add_argument("--id", dest="id_column", help="the id column (default: inferred)")
     new.add_argument("--force", action="store_true", help="rewrite an existing config.yaml")
+    new.add_argument("--images", help="image competitions: the folder of DATA holding the training images "
+                                      "(default: found by looking)")
     new.add_argument("--competitions", type=Path, help="folder holding the competitions (default: competitions/)")
     sub.add_parser("doctor", help="this machine's torch, CUDA and ONNX Runtime, then kit's paths end to end on the "
                                   "shipped sample in a temporary folder (under 5 minutes)")
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         from kit.scaffold import new_competition
 
         print(new_competition(args.comp, args.data, args.competitions or COMPETITIONS_DIR, args.metric, args.target,
-                              args.id_column, args.force).summary())
+                              args.id_column, args.force, images=args.images).summary())
         return 0
     if args.command == "doctor":
         from kit.doctor import main as doctor

@@ -16,6 +16,7 @@ from kit.atomic import write_text
 from kit.columns import infer_kind, infer_kinds
 from kit.config import COMPETITIONS_DIR
 from kit.errors import KitError
+from kit.image_scaffold import find_layout, new_image_competition
 from kit.metrics import REGISTRY
 from kit.target import Target, infer, sorted_labels
 
@@ -66,9 +67,10 @@ class NewCompetition:
 
 def new_competition(comp: str, data: str | Path, competitions: Path, metric: str | None = None,
                     target: str | None = None, id_column: str | None = None, force: bool = False,
-                    today: datetime.date | None = None) -> NewCompetition:
+                    today: datetime.date | None = None, images: str | None = None):
     """Infer a competition's config from the files in `data` and write `competitions/comp/config.yaml`
-    atomically; any ambiguity is a KitError naming the candidates and the option that settles it."""
+    atomically; any ambiguity is a KitError naming the candidates and the option that settles it. A train.csv
+    column naming image files in a folder of `data` (IMAGES= names the folder) makes it an image competition."""
     if not NAME.fullmatch(comp):
         raise KitError(f"COMP={comp!r} is not a folder name; use letters, digits, '.', '_' and '-'")
     folder = Path(competitions) / comp
@@ -76,8 +78,14 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
     if path.exists() and not force:
         raise KitError(f"{path} exists; `make new ... FORCE=1` (--force) rewrites it")
     data = Path(data).expanduser().resolve()
-    train, test = _read(data / "train.csv"), _read(data / "test.csv")
-    sample_path = _find_sample(data)
+    train, sample_path = _read(data / "train.csv"), _find_sample(data)
+    layout = find_layout(data, train, id_column, images)
+    if layout is not None:
+        result, text = new_image_competition(path, data, train, layout, sample_path, metric, target,
+                                             today or datetime.date.today())
+        _write(folder, path, text)
+        return result
+    test = _read(data / "test.csv")
     sample = _read(sample_path) if sample_path else None
     id_column, id_rule = _infer_id(train, test, sample, id_column)
     target, target_rule, sample_classes = _infer_target(train, test, sample, id_column, target)
@@ -101,7 +109,12 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
     kinds = infer_kinds(train, skip=[id_column, target, *not_in_test])
     result = NewCompetition(path, id_column, id_rule, target, target_rule, kind, type_rule, metric, metric_rule,
                             sample_path, classes, kinds, not_in_test, infer_kind(train[id_column])["kind"] == "date")
-    text = render(result, data, today or datetime.date.today())
+    _write(folder, path, render(result, data, today or datetime.date.today()))
+    return result
+
+
+def _write(folder: Path, path: Path, text: str) -> None:
+    """config.yaml, atomically; a folder made for it is removed again when the write fails."""
     created = not folder.exists()
     try:
         write_text(path, text)
@@ -110,7 +123,6 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    return result
 
 
 RECIPE = {"learners": ["gbdt", "catboost", "linear", "net"]}  # what a new tabular competition trains

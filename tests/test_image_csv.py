@@ -119,3 +119,60 @@ def test_a_one_hot_row_without_a_single_one_is_refused(tmp_path):
     result = run_kit("train", "--comp", str(comp), "--runs", str(tmp_path / "runs"), "--set", FAST)
     assert result.returncode == 2 and "line 5 has ['1', '1', '0'] in target.columns" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_make_new_writes_an_image_config_that_trains_and_predicts(tmp_path):
+    comp = write_competition(tmp_path / "cactus", BINARY, "binary")
+    (comp / "config.yaml").unlink()
+    new = run_kit("new", "--comp", "cactus", "--data", str(comp), "--competitions", str(tmp_path / "comps"))
+    assert new.returncode == 0, new.stderr
+    assert "images:  " in new.stdout and "column id names its files" in new.stdout
+    assert "type:    binary (exactly 2 distinct values)" in new.stdout and "metric:  roc_auc" in new.stdout
+    config = yaml.safe_load((tmp_path / "comps" / "cactus" / "config.yaml").read_text())
+    assert config["task"] == "image" and config["target"] == {"column": "has_fox"}
+    assert config["data"]["id"] == "id" and config["data"]["images"] == str(comp / "images")
+    assert config["image"] == {"size": 64, "test_size": 64}  # 40 px photos: the smallest crop
+    where = ["--comp", str(tmp_path / "comps" / "cactus"), "--runs", str(tmp_path / "runs")]
+    train = run_kit("train", *where, "--set", f"image.cache_dir={tmp_path / 'cache'} {FAST}")
+    assert train.returncode == 0, train.stderr
+    assert run_kit("predict", *where).returncode == 0
+    submission = pd.read_csv(tmp_path / "runs" / "cactus" / "latest" / "submission.csv")
+    assert list(submission.columns) == ["id", "has_fox"] and len(submission) == 5
+
+
+def test_make_new_refuses_ambiguous_images_and_forms_it_cannot_train_yet(tmp_path):
+    comp = write_competition(tmp_path / "twice", LABELS, "labels")
+    (comp / "config.yaml").unlink()
+    import shutil
+
+    shutil.copytree(comp / "images", comp / "train_images")
+    twice = run_kit("new", "--comp", "x", "--data", str(comp), "--competitions", str(tmp_path / "comps"))
+    assert twice.returncode == 2 and "the training images are ambiguous" in twice.stderr
+    assert "images/" in twice.stderr and "train_images/" in twice.stderr and "IMAGES=" in twice.stderr
+    settled = run_kit("new", "--comp", "x", "--data", str(comp), "--competitions", str(tmp_path / "comps"),
+                      "--images", "train_images")
+    assert settled.returncode == 0 and "train_images (column id names its files)" in settled.stdout
+    frame = pd.read_csv(comp / "train.csv")
+    frame.assign(breed=[f"{b} cat" for b in frame["breed"]]).to_csv(comp / "train.csv", index=False)
+    tags = run_kit("new", "--comp", "y", "--data", str(comp), "--competitions", str(tmp_path / "comps"),
+                   "--images", "images")
+    assert tags.returncode == 2 and "multi-label image competitions are not supported yet" in tags.stderr
+    assert not (tmp_path / "comps" / "y").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "food-onehot").is_dir(), reason="needs ../shared/data")
+def test_make_new_reads_the_development_image_competitions(tmp_path):
+    from kit.scaffold import new_competition
+
+    new = new_competition("onehot", SHARED / "food-onehot", tmp_path, metric="mean_roc_auc")
+    assert (new.layout.id, new.layout.images.name, new.layout.test.name) == ("image_id", "images", "images")
+    assert new.kind.name == "multiclass" and len(new.target["columns"]) == 10 and new.metric == "mean_roc_auc"
+    from kit.errors import KitError
+
+    with pytest.raises(KitError, match="space-separated tags"):
+        new_competition("tags", SHARED / "food-tags", tmp_path, metric="accuracy")
+    with pytest.raises(KitError, match="regression .* image competitions that predict values are not supported"):
+        new_competition("age", SHARED / "faces-age", tmp_path, metric="rmse")

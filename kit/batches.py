@@ -149,7 +149,9 @@ class DeviceImages:
                  augment_cfg: AugmentConfig | None, share: float = 0.5, dist: Dist = SINGLE):
         self.device, self.size, self.cfg, self.dist, self.batch_size = device, size, augment_cfg, dist, batch_size
         self.images = place(np.require(images, requirements=["C", "W"]), device, share)  # a writable copy
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
+        labels = np.asarray(labels)  # class indices, or values (a regression)
+        self.labels = torch.as_tensor(labels, dtype=torch.long if labels.dtype.kind in "iu" else torch.float32,
+                                      device=device)
         self.seed, self.epoch = 0, 0
 
     def set_epoch(self, seed: int, epoch: int) -> None:

@@ -44,19 +44,22 @@ def tta_passes(views: list[str], blend: float) -> list[str]:
 
 
 class TTA(nn.Module):
-    """A fold model under test-time augmentation: mean of the views' probabilities, optionally blended
-    with the plain view's. All views of a batch run as one model call of len(views) x N images."""
+    """A fold model under test-time augmentation: mean of the views' probabilities (the softmax of the model's
+    logits), or with `probabilities=False` of the model's own outputs (values), optionally blended with the plain
+    view's. All views of a batch run as one model call of len(views) x N images."""
 
-    def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0):
+    def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0, probabilities: bool = True):
         super().__init__()
-        self.model, self.views, self.blend = model, list(views), float(blend)
+        self.model, self.views, self.blend, self.probabilities = model, list(views), float(blend), probabilities
         self.passes = tta_passes(self.views, self.blend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float before concatenating: flips stay uint8, zooms are float; the model casts to float anyway.
         stacked = torch.cat([view(x, v).float() for v in self.passes])
         logits = self.model(stacked).float()
-        probs = torch.softmax(logits.reshape(len(self.passes), -1, logits.shape[-1]), dim=2)
+        probs = logits.reshape(len(self.passes), -1, logits.shape[-1])
+        if self.probabilities:
+            probs = torch.softmax(probs, dim=2)
         mean = probs[: len(self.views)].mean(0)
         if self.blend > 0:
             return (1 - self.blend) * mean + self.blend * probs[self.passes.index("identity")]

@@ -67,7 +67,7 @@ class NewImageCompetition:
             f"  target:  {target}",
             f"  type:    {self.kind.name} ({self.type_rule})",
             f"  metric:  {self.metric} ({self.metric_rule})",
-            f"  classes: {', '.join(self.classes)}",
+            f"  classes: {', '.join(self.classes) or 'none (values)'}",
             f"  size:    training crops {self.size[0]} px, test {self.size[1]} px (from the photos' own size)",
             f"next:  make train predict COMP={comp}"])
 
@@ -163,10 +163,8 @@ def new_image_competition(path: Path, data: Path, train: pd.DataFrame, layout: L
     else:
         raise KitError(f"{data} has neither a sample submission nor test.csv naming the test images")
     target_config, kind, type_rule = infer_target(train, layout, REGISTRY.get(metric) if metric else None, target)
-    if kind.predicts_values:
-        raise KitError(f"the target is {kind.name} ({type_rule}); image competitions that predict values are not "
-                       "supported yet")
-    classes = target_config.get("columns") or sorted_labels(train[target_config["column"]])
+    classes = [] if kind.predicts_values else target_config.get("columns") or sorted_labels(
+        train[target_config["column"]])
     metric, metric_rule = (metric, "given by METRIC=") if metric else (
         kind.usual_metric, f"the usual one for {kind.name}; METRIC= picks another")
     size = photo_size(layout.images, train[layout.id].astype(str).tolist())

@@ -23,7 +23,7 @@ def write_competition(root: Path, config: dict, form: str, rows: int = 24, tests
     """A competition folder: config.yaml, train.csv (ids without extension, or with `.jpg` for `binary`),
     images/ for train and test, test.csv and sample_submission.csv."""
     (root / "images").mkdir(parents=True)
-    labels = [i % (2 if form == "binary" else 3) for i in range(rows)]
+    labels = [i % (2 if form == "binary" else 3) for i in range(rows)]  # values: 3 looks, 24 ages
     ids = [f"tr{i:03d}" for i in range(rows)]
     for i, label in zip(ids, labels, strict=True):
         make_image(label, seed=int(i[2:])).save(root / "images" / f"{i}.jpg")
@@ -33,6 +33,9 @@ def write_competition(root: Path, config: dict, form: str, rows: int = 24, tests
     if form == "binary":  # Aerial Cactus: ids carry the extension, a 0/1 label, a probability per row
         train = pd.DataFrame({"id": [f"{i}.jpg" for i in ids], "has_fox": labels})
         sample = pd.DataFrame({"id": [f"{i}.jpg" for i in test_ids], "has_fox": 0.5})
+    elif form == "values":  # PetFinder, faces-age: a number per photo, its value per row (RMSE)
+        train = pd.DataFrame({"id": ids, "age": [20 + 15 * y + i for i, y in enumerate(labels)]})
+        sample = pd.DataFrame({"id": test_ids, "age": 30.0})
     elif form == "onehot":  # Plant Pathology: one 0/1 column per class, one probability column per class
         train = pd.DataFrame({"image_id": ids} | {c: [int(y == k) for y in labels] for k, c in enumerate(CLASSES)})
         sample = pd.DataFrame({"image_id": test_ids} | {c: 1 / 3 for c in CLASSES})
@@ -52,6 +55,9 @@ BINARY = {"metric": "roc_auc", "data": {"labels": "train.csv", "images": "images
 ONEHOT = {"metric": "mean_roc_auc", "data": {"labels": "train.csv", "images": "images", "test": "test.csv",
                                              "sample": "sample_submission.csv", "id": "image_id"},
           "target": {"columns": CLASSES}}
+VALUES = {"metric": "rmse", "data": {"labels": "train.csv", "images": "images", "test": "test.csv",
+                                    "sample": "sample_submission.csv", "id": "id"},
+          "target": {"column": "age"}}
 LABELS = {"metric": "log_loss", "data": {"labels": "train.csv", "images": "images", "test": "test.csv",
                                          "sample": "sample_submission.csv", "id": "id"},
           "target": {"column": "breed"}}
@@ -143,7 +149,7 @@ def test_make_new_writes_an_image_config_that_trains_and_predicts(tmp_path):
     assert list(submission.columns) == ["id", "has_fox"] and len(submission) == 5
 
 
-def test_make_new_refuses_ambiguous_images_and_forms_it_cannot_train_yet(tmp_path):
+def test_make_new_refuses_ambiguous_images_and_tags_it_cannot_train_yet(tmp_path):
     comp = write_competition(tmp_path / "twice", LABELS, "labels")
     (comp / "config.yaml").unlink()
     import shutil
@@ -174,5 +180,42 @@ def test_make_new_reads_the_development_image_competitions(tmp_path):
 
     with pytest.raises(KitError, match="space-separated tags"):
         new_competition("tags", SHARED / "food-tags", tmp_path, metric="accuracy")
-    with pytest.raises(KitError, match="regression .* image competitions that predict values are not supported"):
-        new_competition("age", SHARED / "faces-age", tmp_path, metric="rmse")
+    age = new_competition("age", SHARED / "faces-age", tmp_path, metric="rmse")
+    assert (age.layout.id, age.layout.images.name, age.kind.name, age.classes) == ("image_id", "images",
+                                                                                  "regression", [])
+
+
+def test_an_image_regression_serves_values_from_the_run_the_export_the_runtime_and_the_app(tmp_path):
+    """Values (a regression): the network fits the standardised age, TTA averages values, and the submission, the
+    export, kit.runtime and the app's /classify all answer the same number."""
+    from gradio_client import Client, handle_file
+
+    from kit import runtime
+    from ui.app import build, serve
+
+    comp = write_competition(tmp_path / "values", VALUES, "values")
+    where = ["--comp", str(comp), "--runs", str(tmp_path / "runs")]
+    settings = ["--set", f"image.cache_dir={tmp_path / 'cache'} {FAST}"]
+    assert run_kit("train", *where, *settings).returncode == 0
+    run = tmp_path / "runs" / "values" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["target"]["type"] == "regression" and metrics["metric"]["name"] == "rmse"
+    assert (run / "residuals.png").is_file() and metrics["per_class_recall"] == {}
+    assert run_kit("predict", *where).returncode == 0
+    submission = pd.read_csv(run / "submission.csv")
+    assert list(submission.columns) == ["id", "age"] and submission["age"].between(0, 200).all()
+    exports = tmp_path / "exports"
+    exported = run_kit("export", *where, "--exports", str(exports), *settings)
+    assert exported.returncode == 0, exported.stderr
+    meta = runtime.read_meta(exports / "values")
+    assert meta["output"]["values"] and meta["output"]["shape"] == ["N", 1] and meta["tta"]["views"]
+    images = [comp / "images" / f"{i}.jpg" for i in submission["id"]]
+    served = runtime.load(exports / "values").predict(images)
+    assert served.shape == (5,) and np.abs(served - submission["age"].to_numpy()).max() < 1e-3
+    app = build(exports)
+    try:
+        gallery, label, status = Client(serve(app), verbose=False).predict(
+            files=[handle_file(str(images[0]))], competition="values", api_name="/classify")
+    finally:
+        app.close()
+    assert label["label"] == f"age {served[0]:.4g}" and gallery[0]["caption"] == label["label"]

@@ -267,10 +267,10 @@ def classifier(model, default_comp: str):
             if not ok:
                 continue
             for (path, _), p in zip(ok, predictor.outputs([x for _, x in ok]), strict=True):
-                best = np.argsort(p)[::-1][: int(top_k)]
+                caption, answer = answered_as(predictor, p, int(top_k))
                 # The uploaded file itself: already in Gradio's cache, so concurrent requests never rewrite it.
-                gallery.append((path, f"{predictor.classes[best[0]]} {p[best[0]]:.0%}"))
-                first = first or {predictor.classes[i]: float(p[i]) for i in best}
+                gallery.append((path, caption))
+                first = first or answer
             answered += len(ok)
         if answered:
             per_image_ms = (time.perf_counter() - start) * 1000 / answered
@@ -281,6 +281,15 @@ def classifier(model, default_comp: str):
             status += "\n\nSkipped:\n" + "\n".join(problems)
         return gallery, first, status
     return classify
+
+
+def answered_as(predictor: runtime.Predictor, p: np.ndarray, top_k: int) -> tuple[str, dict | str]:
+    """One image's (gallery caption, label): its top class and the top-k classes' probabilities, or its value."""
+    if predictor.regression:
+        value = f"{(predictor.meta.get('target') or {}).get('column', 'value')} {p[0]:.4g}"
+        return value, value
+    best = np.argsort(p)[::-1][:top_k]
+    return f"{predictor.classes[best[0]]} {p[best[0]]:.0%}", {predictor.classes[i]: float(p[i]) for i in best}
 
 
 def image_tab(metas: dict[str, dict], model) -> None:

@@ -42,7 +42,7 @@ def objective(config, part, state: dict):
     from kit.objective import Objective
 
     weights = None
-    if config.train.class_weights:
+    if config.train.class_weights and not metric_of(config).target.predicts_values:
         counts = np.bincount(part.y, minlength=len(config.classes)).astype(np.float32)
         weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
     return Objective(metric_of(config), state, class_weights=weights, label_smoothing=config.train.label_smoothing)

@@ -18,7 +18,7 @@ from kit.batches import DatasetBatches, DeviceImages
 from kit.config import AugmentConfig, Config
 from kit.device import available_cpus
 from kit.distributed import SINGLE, Dist
-from kit.ensemble import TTA, Blend, FoldEnsemble, tta_passes
+from kit.ensemble import TTA, Blend, FoldEnsemble, TargetInverse, tta_passes
 from kit.errors import KitError
 from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
 from kit.learners import get_learner
@@ -40,10 +40,6 @@ class ImageTask:
         if len(config.classes) < 2 and not image_csv.listed(config):
             raise KitError(f"classes {config.classes} must list at least two distinct names: an image competition "
                            "whose labels are in its file or folder names names its classes in the config")
-        kind = cls.known_kind(config)
-        if kind is not None and kind.predicts_values:
-            raise KitError(f"target.type {config.target.type}: kit's image competitions predict classes; values are "
-                           "not supported yet")
         others = [name for name in config.learners if not get_learner(name).images]
         if others:
             raise KitError(f"config key 'learners' is {config.learners}; an image competition trains its network "
@@ -70,10 +66,8 @@ class ImageTask:
         if image_csv.listed(config):
             labels_csv, _ = image_csv.training_files(config, path)
             frame = image_csv.read_ids(labels_csv, config.data.id, "labels")
-            config = settle(dataclasses.replace(config, classes=config.classes or columns),
-                            image_csv.label_text(config, frame, labels_csv))
-            self.check(config)  # the labels may have settled a kind images cannot take yet
-            return config
+            return settle(dataclasses.replace(config, classes=config.classes or columns),
+                          image_csv.label_text(config, frame, labels_csv))
         kind = self.known_kind(config)
         return dataclasses.replace(config, target=dataclasses.replace(config.target, type=kind.name))
 
@@ -161,7 +155,9 @@ class ImageTask:
     def fit(self, train: Samples) -> dict:
         mean, std = image_norm(self.config.model)
         cfg = self.config.image
-        return {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
+        state = {"size": cfg.test_size or cfg.size, "crop": cfg.size, "mean": cfg.mean or mean, "std": cfg.std or std}
+        scale = get_target(self.config).fit_scale(train.y)  # values: the network fits standardised transform(y)
+        return state | ({"target": scale} if scale is not None else {})
 
     def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
                device: torch.device | None = None) -> DeviceImages | DatasetBatches:
@@ -180,14 +176,21 @@ class ImageTask:
                               workers=loader_workers(cfg.train.num_workers, device), dist=dist)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
-        net = image_net(self.config.model, len(self.config.classes), pretrained)
+        net = image_net(self.config.model, get_target(self.config).width, pretrained)
         return ImageClassifier(net, state["mean"], state["std"]).to(memory_format=torch.channels_last)
 
     def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
                  weights: list[float] | None) -> torch.nn.Module:
-        tta = self.config.tta
-        return FoldEnsemble([Blend({name: TTA(m, tta.views, tta.blend) for name, m in fold.items()}, weights)
-                             for fold in folds])
+        """Each fold's network under its TTA views: class probabilities, or values (the network's standardised output
+        back in transform(y) units, averaged over the views); the served module (weights given) inverts transform(y)."""
+        tta, target = self.config.tta, get_target(self.config)
+        members = []
+        for fold, state in zip(folds, states, strict=True):
+            views = {name: TTA(m, tta.views, tta.blend) if not target.predicts_values else
+                     TTA(target.link(m, state), tta.views, tta.blend, probabilities=False) for name, m in fold.items()}
+            members.append(Blend(views, weights))
+        ensemble = FoldEnsemble(members)
+        return TargetInverse(ensemble, target.transform) if weights is not None and target.predicts_values else ensemble
 
     def tta_meta(self) -> dict:
         """meta.json["tta"]; passes: images the graph runs per input image, which kit.runtime sizes its chunks by."""
@@ -223,14 +226,14 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int | float]:
         key, i = item if isinstance(item, tuple) else (0, item)
         image = np.asarray(self.images[i])
         if self.transform is not None:
             rng = np.random.default_rng([key, i])
             self.transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             image = self.transform(image=image)["image"]
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self.labels[i])
+        return torch.from_numpy(np.ascontiguousarray(image)), self.labels[i].item()  # a class index, or a value
 
 
 def augment_backend(setting: str, device: torch.device) -> str:

@@ -202,8 +202,8 @@ def test_catboost_matches_its_predictions_on_held_out_rows_and_on_every_border(c
         assert np.abs(out - expected(batch)).max() <= EAGER_TOL * max(1, np.abs(out).max())
 
 
-def test_catboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(catboost_case, tmp_path):
-    _, module, rows, expected = catboost_case
+def assert_rebuilds_and_exports(module, rows: np.ndarray, expected, tmp_path) -> None:
+    """The module's state_dict alone rebuilds it, and its TorchScript and ONNX exports match at batch 1 and 7."""
     rebuilt = from_state_dict(module.state_dict())
     assert np.array_equal(compiled(rebuilt, rows), compiled(module, rows))
     example = torch.from_numpy(rows[:3])
@@ -218,6 +218,11 @@ def test_catboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(catb
         scale = max(1, np.abs(expected(batch)).max())
         assert np.abs(compiled(traced, batch) - expected(batch)).max() <= EXPORT_TOL * scale
         assert np.abs(session.run(["out"], {"features": batch})[0] - expected(batch)).max() <= EXPORT_TOL * scale
+
+
+def test_catboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(catboost_case, tmp_path):
+    _, module, rows, expected = catboost_case
+    assert_rebuilds_and_exports(module, rows, expected, tmp_path)
 
 
 def test_catboost_with_categorical_splits_is_refused():
@@ -286,20 +291,7 @@ def test_xgboost_matches_its_predictions_on_held_out_rows_and_on_every_split(xgb
 
 def test_xgboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(xgboost_case, tmp_path):
     _, module, rows, expected = xgboost_case
-    rebuilt = from_state_dict(module.state_dict())
-    assert np.array_equal(compiled(rebuilt, rows), compiled(module, rows))
-    example = torch.from_numpy(rows[:3])
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(tmp_path / "model.onnx"), input_names=["features"],
-                          output_names=["out"], dynamic_axes={"features": {0: "batch"}, "out": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-        traced = torch.jit.trace(module, example)
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    for batch in (rows[:1], rows[1:8]):
-        scale = max(1, np.abs(expected(batch)).max())
-        assert np.abs(compiled(traced, batch) - expected(batch)).max() <= EXPORT_TOL * scale
-        assert np.abs(session.run(["out"], {"features": batch})[0] - expected(batch)).max() <= EXPORT_TOL * scale
+    assert_rebuilds_and_exports(module, rows, expected, tmp_path)
 
 
 def test_xgboost_with_other_objectives_categorical_splits_or_unfitted_is_refused():

@@ -20,18 +20,8 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kit", description="Kaggle-style competition toolkit.")
-    sub = p.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--comp", required=True, help="competition name (a folder in competitions/)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set cv.folds=10 (repeatable)")
-    common.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding training runs")
-    common.add_argument("--recipe", help="a recipe file beside the config, laid over it (e.g. gpu: gpu.yaml)")
-    device = argparse.ArgumentParser(add_help=False)
-    device.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="where the model runs: auto (the GPU when there is one), cpu or cuda")
+def _train_and_predict(sub, common: argparse.ArgumentParser, device: argparse.ArgumentParser) -> None:
+    """The `train` and `predict` commands."""
     train = sub.add_parser("train", parents=[common], help="k-fold cross-validated training")
     train.add_argument("--data", type=Path, help="training data (file or folder) instead of the config's")
     train.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
@@ -53,6 +43,21 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--trust-code", action="store_true",
                          help="with --from export: let the export run its feature code (needed only when it differs "
                               "from this competition's own features.py)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kit", description="Kaggle-style competition toolkit.")
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--comp", required=True, help="competition name (a folder in competitions/)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. --set cv.folds=10 (repeatable)")
+    common.add_argument("--runs", type=Path, default=Path("runs"), help="folder holding training runs")
+    common.add_argument("--recipe", help="a recipe file beside the config, laid over it (e.g. gpu: gpu.yaml)")
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the model runs: auto (the GPU when there is one), cpu or cuda")
+    _train_and_predict(sub, common, device)
     export = sub.add_parser("export", parents=[common, device],
                             help="TorchScript + ONNX of the fold ensemble, parity-checked")
     export.add_argument("--run", help="run id or folder (default: the latest finished run)")

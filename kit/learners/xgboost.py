@@ -83,6 +83,23 @@ class XGBoost(Compiled):
 XGBOOST_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
 
 
+def _refuse_unsupported(learner: dict) -> None:
+    """KitError for what the flat walk cannot reproduce: other objectives and boosters, multi-output trees and
+    categorical splits."""
+    objective = learner["objective"]["name"]
+    if objective not in XGBOOST_OBJECTIVES:
+        raise KitError(f"compile_xgboost takes the objectives {', '.join(XGBOOST_OBJECTIVES)}, got {objective!r}")
+    if learner["gradient_booster"]["name"] != "gbtree":
+        raise KitError(f"compile_xgboost takes tree boosters (gbtree), got {learner['gradient_booster']['name']!r}")
+    for tree in learner["gradient_booster"]["model"]["trees"]:
+        if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
+            raise KitError("the XGBoost model has multi-output trees (multi_strategy='multi_output_tree'), which "
+                           "cannot be compiled: fit it with the default one_output_per_tree")
+        if any(tree["split_type"]) or tree.get("categories_nodes"):
+            raise KitError("the XGBoost model has categorical splits, which cannot be compiled; kit feeds numeric "
+                           "features: fit it without enable_categorical")
+
+
 def compile_xgboost(model):
     """A fitted XGBClassifier (binary:logistic or multi:softprob) or XGBRegressor (reg:squarederror) with tree
     boosters on numeric features as a TreeEnsemble whose output matches predict_proba (predict as [N, 1]) on
@@ -96,14 +113,9 @@ def compile_xgboost(model):
 
     from kit.trees import TreeEnsemble, tree_depths
 
-    spec = xgboost_json(model)
-    learner = spec["learner"]
-    objective = learner["objective"]["name"]
-    if objective not in XGBOOST_OBJECTIVES:
-        raise KitError(f"compile_xgboost takes the objectives {', '.join(XGBOOST_OBJECTIVES)}, got {objective!r}")
-    if learner["gradient_booster"]["name"] != "gbtree":
-        raise KitError(f"compile_xgboost takes tree boosters (gbtree), got {learner['gradient_booster']['name']!r}")
-    params = learner["learner_model_param"]
+    learner = xgboost_json(model)["learner"]
+    _refuse_unsupported(learner)
+    objective, params = learner["objective"]["name"], learner["learner_model_param"]
     k = max(int(params["num_class"]), 1)
     base = np.asarray([float(v) for v in params["base_score"].strip("[]").split(",")], dtype=np.float64)
     if objective == "binary:logistic":
@@ -111,13 +123,6 @@ def compile_xgboost(model):
     baseline = np.broadcast_to(base, (k,)).copy()
     gbtree = learner["gradient_booster"]["model"]
     trees, tree_class = gbtree["trees"], np.asarray(gbtree["tree_info"], dtype=np.int64)
-    for tree in trees:
-        if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
-            raise KitError("the XGBoost model has multi-output trees (multi_strategy='multi_output_tree'), which "
-                           "cannot be compiled: fit it with the default one_output_per_tree")
-        if any(tree["split_type"]) or tree.get("categories_nodes"):
-            raise KitError("the XGBoost model has categorical splits, which cannot be compiled; kit feeds numeric "
-                           "features: fit it without enable_categorical")
     sizes = [len(tree["left_children"]) for tree in trees]
     starts = np.cumsum([0] + sizes[:-1]).astype(np.int64)
     offset = np.repeat(starts, sizes)

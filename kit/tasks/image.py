@@ -33,6 +33,9 @@ class ImageTask:
     unit = "images"  # what a sample is, in logs and progress bars
 
     def __init__(self, config: Config):
+        kind = self.known_kind(config)
+        if config.target.type == "auto" and kind is not None:  # the config's classes settle it (HW3 layouts)
+            config = dataclasses.replace(config, target=dataclasses.replace(config.target, type=kind.name))
         self.config = config
 
     @classmethod
@@ -68,8 +71,7 @@ class ImageTask:
             frame = image_csv.read_ids(labels_csv, config.data.id, "labels")
             return settle(dataclasses.replace(config, classes=config.classes or columns),
                           image_csv.label_text(config, frame, labels_csv))
-        kind = self.known_kind(config)
-        return dataclasses.replace(config, target=dataclasses.replace(config.target, type=kind.name))
+        return config
 
     def score_names(self) -> tuple[str, str]:
         """Epochs validate at the crop size without TTA (cheaper); the fold's OOF predictions run at test_size with

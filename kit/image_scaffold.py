@@ -4,6 +4,7 @@ the photos. kit/scaffold.py calls `find_layout` first and hands over when it fin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +108,7 @@ def find_test(data: Path, layout: Layout, ids: pd.Series, rule: str) -> Layout:
     folders = [layout.images] + [p for p in sorted(data.iterdir()) if p.is_dir() and p != layout.images]
     for folder in folders:
         if _names_images(ids, _image_names(folder)):
-            layout.test, layout.test_rule = folder, f"{rule} name its files"
-            return layout
+            return dataclasses.replace(layout, test=folder, test_rule=f"{rule} name its files")
     raise KitError(f"the test images that {rule} name are in no folder of {data} (looked in "
                    f"{', '.join(f.name for f in folders)})")
 
@@ -157,9 +157,9 @@ def new_image_competition(path: Path, data: Path, train: pd.DataFrame, layout: L
     from kit.scaffold import _read
 
     if sample_path is not None:
-        find_test(data, layout, _read(sample_path).iloc[:, 0], "the sample submission's ids")
+        layout = find_test(data, layout, _read(sample_path).iloc[:, 0], "the sample submission's ids")
     elif (data / "test.csv").is_file():
-        find_test(data, layout, _read(data / "test.csv")[layout.id], "test.csv's ids")
+        layout = find_test(data, layout, _read(data / "test.csv")[layout.id], "test.csv's ids")
     else:
         raise KitError(f"{data} has neither a sample submission nor test.csv naming the test images")
     target_config, kind, type_rule = infer_target(train, layout, REGISTRY.get(metric) if metric else None, target)

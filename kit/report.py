@@ -38,7 +38,7 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
                        lambda pred, rows: metric.sign * metric.score(train.y[rows], target.inverse(pred)),
                        values=target.predicts_values)
     summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds, names)
-    write_outputs(run_dir, config, train, oof, mix["oof"], fold_of, summary, epoch_rows, names)
+    write_outputs(run_dir, config, target, train, oof, mix["oof"], fold_of, summary, epoch_rows, names)
     log_summary(config, summary, run_dir)
 
 
@@ -140,11 +140,11 @@ def per_class_recall(target: Target, y: np.ndarray, served: np.ndarray, fold_of:
     return target.recall(y[seen], served[0][seen], threshold)
 
 
-def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray, served: np.ndarray,
-                  fold_of: np.ndarray, summary: dict, epoch_rows: list[dict], names: tuple[str, str]) -> None:
+def write_outputs(run_dir: Path, config: Config, target: Target, train: Samples, oof: np.ndarray,
+                  served: np.ndarray, fold_of: np.ndarray, summary: dict, epoch_rows: list[dict],
+                  names: tuple[str, str]) -> None:
     """oof.csv (a row per training row and repeat: the served blend's prediction, then a block per learner),
     log.csv, metrics.json and the plots."""
-    target = get_target(config)
     columns = target.oof_columns()
     frames = []
     for r in range(len(fold_of)):
@@ -163,14 +163,15 @@ def write_outputs(run_dir: Path, config: Config, train: Samples, oof: np.ndarray
     with atomic.atomic_path(run_dir / "log.csv") as tmp:
         pd.DataFrame(epoch_rows).to_csv(tmp, index=False)
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
-    write_plots(run_dir, config, train.y, target.inverse(served[0]), fold_of[0] >= 0, summary, epoch_rows, names)
+    write_plots(run_dir, config, target, train.y, target.inverse(served[0]), fold_of[0] >= 0, summary, epoch_rows,
+                names)
 
 
-def write_plots(run_dir: Path, config: Config, y: np.ndarray, served: np.ndarray, seen: np.ndarray, summary: dict,
-                epoch_rows: list[dict], names: tuple[str, str]) -> None:
+def write_plots(run_dir: Path, config: Config, target: Target, y: np.ndarray, served: np.ndarray, seen: np.ndarray,
+                summary: dict, epoch_rows: list[dict], names: tuple[str, str]) -> None:
     metric = summary["metric"]["name"]
     if epoch_rows:
         plots.learning_curves(epoch_rows, run_dir / "curves.png", summary["folds"], names, metric)
     if len(config.learners) > 1:
         plots.learner_scores(summary, run_dir / "learners.png")
-    get_target(config).plot(y[seen], served[seen], summary["threshold"], run_dir, metric, summary["cv"]["oof"])
+    target.plot(y[seen], served[seen], summary["threshold"], run_dir, metric, summary["cv"]["oof"])

@@ -75,6 +75,13 @@ class Target:
         """(rows whose label this kind cannot take, what it expects), for the training file's check."""
         raise NotImplementedError
 
+    def check_labels(self, labels: pd.Series, where: str) -> None:
+        """Refuse the first label this kind cannot take, naming `where` (file and column) and its line."""
+        bad, expected = self.invalid(labels)
+        if bad.any():
+            row = int(bad.argmax())
+            raise KitError(f"{where} on line {row + 2} is {labels.iloc[row]!r}; expected {expected}")
+
     def strata(self, y: np.ndarray) -> np.ndarray:
         """What folds stratify on."""
         return y

@@ -121,10 +121,7 @@ class ImageTask:
         labels_csv, folder = image_csv.training_files(self.config, path)
         frame = image_csv.read_ids(labels_csv, self.config.data.id, "labels")
         labels, target = image_csv.label_text(self.config, frame, labels_csv), get_target(self.config)
-        bad, expected = target.invalid(labels)
-        if bad.any():
-            row = int(bad.argmax())
-            raise KitError(f"{labels_csv}: the label on line {row + 2} is {labels.iloc[row]!r}; expected {expected}")
+        target.check_labels(labels, f"{labels_csv}: the label")
         ids = frame[self.config.data.id].tolist()
         paths = image_csv.find_images(folder, ids, "training")
         images, unreadable = self._decode(paths)

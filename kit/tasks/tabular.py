@@ -233,9 +233,5 @@ def read_table(path: Path, config: Config, labelled: bool, check_target: bool = 
 
 def _check_target(frame: pd.DataFrame, path: Path, config: Config) -> None:
     """Every training row has a label the target kind can take (one of the classes, or a finite number)."""
-    column, target = config.target.column, get_target(config)
-    bad, expected = target.invalid(frame[column])
-    if bad.any():
-        row = int(bad.argmax())
-        raise KitError(f"{path}: target {column!r} on line {row + 2} is {frame[column].iloc[row]!r}; "
-                       f"expected {expected}")
+    column = config.target.column
+    get_target(config).check_labels(frame[column], f"{path}: target {column!r}")

@@ -44,22 +44,20 @@ def tta_passes(views: list[str], blend: float) -> list[str]:
 
 
 class TTA(nn.Module):
-    """A fold model under test-time augmentation: mean of the views' probabilities (the softmax of the model's
-    logits), or with `probabilities=False` of the model's own outputs (values), optionally blended with the plain
-    view's. All views of a batch run as one model call of len(views) x N images."""
+    """A fold model under test-time augmentation: the mean of its outputs over the views (the model is the network
+    under its target's link: class or tag probabilities, or values), optionally blended with the plain view's. All
+    views of a batch run as one model call of len(views) x N images."""
 
-    def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0, probabilities: bool = True):
+    def __init__(self, model: nn.Module, views: list[str], blend: float = 0.0):
         super().__init__()
-        self.model, self.views, self.blend, self.probabilities = model, list(views), float(blend), probabilities
+        self.model, self.views, self.blend = model, list(views), float(blend)
         self.passes = tta_passes(self.views, self.blend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float before concatenating: flips stay uint8, zooms are float; the model casts to float anyway.
         stacked = torch.cat([view(x, v).float() for v in self.passes])
-        logits = self.model(stacked).float()
-        probs = logits.reshape(len(self.passes), -1, logits.shape[-1])
-        if self.probabilities:
-            probs = torch.softmax(probs, dim=2)
+        out = self.model(stacked).float()
+        probs = out.reshape(len(self.passes), -1, out.shape[-1])
         mean = probs[: len(self.views)].mean(0)
         if self.blend > 0:
             return (1 - self.blend) * mean + self.blend * probs[self.passes.index("identity")]
@@ -83,14 +81,25 @@ class Blend(nn.Module):
 
 
 class Softmax(nn.Module):
-    """The network's logits as probabilities, like the other learners' outputs."""
+    """The network's logits as probabilities, like the other learners' outputs (in float32, under autocast too)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
+        return torch.softmax(self.model(x).float(), dim=1)
+
+
+class Sigmoid(nn.Module):
+    """The network's logits as independent per-tag probabilities (a multilabel target), in float32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(x).float())
 
 
 class Unstandardize(nn.Module):

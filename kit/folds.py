@@ -31,9 +31,11 @@ def make_splits(config: Config, train: Samples) -> list[tuple[np.ndarray, np.nda
 def stratified_folds(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_index, valid_index) pairs: disjoint validation parts covering every row once, stratified on `y`
-    (class indices or bins); with `groups`, the rows of a group stay in one fold."""
+    (class indices or bins, or [N, K] 0/1 tags); with `groups`, the rows of a group stay in one fold."""
     if folds < 2:
         raise KitError(f"cv.folds is {folds}; it must be at least 2")
+    if y.ndim == 2:
+        return multilabel_folds(y, folds, seed)
     if groups is not None:
         distinct = len(np.unique(groups))
         if distinct < folds:
@@ -50,6 +52,36 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int, groups: np.ndarray | 
         )
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y))
+
+
+def multilabel_folds(tags: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Iterative stratification (Sechidis, Tsoumakas and Vlahavas 2011) of [N, K] 0/1 tags: the rarest tag's rows
+    go first, each to the fold that most lacks that tag (then rows, then a seeded draw), so every tag is spread over
+    the folds in proportion; rows without a tag fill the folds that most lack rows."""
+    tags = np.asarray(tags, dtype=bool)
+    rng = np.random.default_rng(seed)
+    want_rows = np.full(folds, len(tags) / folds)
+    want_tags = np.tile(tags.sum(0) / folds, (folds, 1)).astype(float)  # [folds, K]
+    fold = np.full(len(tags), -1)
+    left = rng.permutation(len(tags))
+    while len(left):
+        counts = tags[left].sum(0)
+        if counts.any():
+            k = int(np.argmin(np.where(counts > 0, counts, np.inf)))
+            rows = left[tags[left, k]]
+        else:
+            k, rows = None, left
+        for i in rows:
+            need = want_tags[:, k] if k is not None else want_rows
+            best = np.flatnonzero(need == need.max())
+            if len(best) > 1:
+                best = best[want_rows[best] == want_rows[best].max()]
+            f = int(rng.choice(best))
+            fold[i] = f
+            want_rows[f] -= 1
+            want_tags[f] -= tags[i]
+        left = left[fold[left] < 0]
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(folds)]
 
 
 def time_folds(order: pd.Series, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,8 +1,9 @@
-"""Image competitions given as CSV files, Kaggle's layout: `data.labels` (train.csv) names each training image by its
-id (`data.id`) with its label (the `target.column` label column, or one 0/1 column per class listed in
-`target.columns`); the images sit in `data.images`, named by the id with or without an extension; the test images
-are named by a CSV (`data.test: test.csv`, images in `data.images`), else by the sample submission's ids or their
-own folder (`data.test: test/`). Every problem is one KitError raised before any run folder exists."""
+"""Image competitions given as CSV files, Kaggle's layout: `data.labels` (train.csv) names each training image by its id
+(`data.id`) with its label (the `target.column` label column, space-separated for tags, or one 0/1 column per class
+listed in `target.columns`, one-hot or multi-hot); the images sit in `data.images`, named by the id with or without an
+extension; the test images are named by a CSV (`data.test: test.csv`, images in `data.images`), else by the sample
+submission's ids or their own folder (`data.test: test/`). Every problem is one KitError raised before any run folder
+exists."""
 
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def read_ids(path: Path, column: str, what: str) -> pd.DataFrame:
 
 
 def label_text(config, frame: pd.DataFrame, path: Path) -> pd.Series:
-    """Each row's label as text: the label column's, or the name of the one-hot column holding its 1."""
+    """Each row's label as text: the label column's; with 0/1 columns, the name of the column holding a row's 1
+    (one-hot), or when some row holds several 1s or none (multi-hot), its columns' names space-separated (tags)."""
     columns = config.target.columns
     if not columns:
         column = config.target.column
@@ -64,14 +66,17 @@ def label_text(config, frame: pd.DataFrame, path: Path) -> pd.Series:
         return frame[column]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise KitError(f"{path} lacks the one-hot column(s) {missing} of target.columns")
+        raise KitError(f"{path} lacks the 0/1 column(s) {missing} of target.columns")
     hot = frame[columns].apply(pd.to_numeric, errors="coerce")
-    bad = ~hot.isin([0, 1]).all(axis=1) | (hot.sum(axis=1) != 1)
+    bad = ~hot.isin([0, 1]).all(axis=1)
     if bad.any():
         row = int(bad.to_numpy().argmax())
-        raise KitError(f"{path}: line {row + 2} has {frame[columns].iloc[row].tolist()} in target.columns; a one-hot "
-                       "label is a single 1 among 0s")
-    return pd.Series(np.asarray(columns, dtype=object)[hot.to_numpy().argmax(1)], index=frame.index)
+        raise KitError(f"{path}: line {row + 2} has {frame[columns].iloc[row].tolist()} in target.columns; each of "
+                       "them holds 0 or 1")
+    names, hot = np.asarray(columns, dtype=object), hot.to_numpy().astype(bool)
+    if (hot.sum(axis=1) == 1).all():
+        return pd.Series(names[hot.argmax(1)], index=frame.index)
+    return pd.Series([" ".join(names[row]) for row in hot], index=frame.index)
 
 
 def find_images(folder: Path, ids: list[str], what: str) -> list[Path]:

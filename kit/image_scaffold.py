@@ -16,8 +16,8 @@ from PIL import Image
 
 from kit.errors import KitError
 from kit.images import EXTENSIONS
-from kit.metrics import REGISTRY
-from kit.target import Target, infer, sorted_labels
+from kit.metrics import get_metric
+from kit.target import Multilabel, Target, infer
 
 PROBED = 50  # ids per column, and photos for the size, looked at
 RECIPE = {  # the shipped food101-10 recipe: lite0 with ImageNet weights from a pip package, offline
@@ -55,7 +55,7 @@ class NewImageCompetition:
     classes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        target = self.target.get("column") or f"one-hot columns {', '.join(self.target['columns'])}"
+        target = self.target.get("column") or f"0/1 columns {', '.join(self.target['columns'])}"
         folder = self.path.parent
         from kit.config import COMPETITIONS_DIR
 
@@ -114,26 +114,26 @@ def find_test(data: Path, layout: Layout, ids: pd.Series, rule: str) -> Layout:
 
 
 def infer_target(train: pd.DataFrame, layout: Layout, metric, given: str | None) -> tuple[dict, type[Target], str]:
-    """(target config, kind, rule): one label column, or 0/1 columns with a single 1 per row (one-hot)."""
+    """(target config, kind, rule): one label column (space-separated tags make a multilabel target), or 0/1
+    columns, one-hot (a single 1 per row) or multi-hot (tags)."""
     others = [c for c in train.columns if c != layout.id] if given is None else [given]
     if len(others) == 1:
         labels = train[others[0]]
         if labels.isna().any():
             raise KitError(f"train.csv: label {others[0]!r} is empty on line {int(labels.isna().argmax()) + 2}")
-        if labels.astype(str).str.strip().str.contains(" ").any():
-            raise KitError(f"train.csv: {others[0]!r} holds space-separated tags (several labels per image); "
-                           "multi-label image competitions are not supported yet")
         kind, rule = infer(labels, metric, others[0])
         return {"column": others[0]}, kind, rule
     hot = train[others].apply(pd.to_numeric, errors="coerce")
     if not hot.isin([0, 1]).all().all():
         raise KitError(f"the target is ambiguous: train.csv has {', '.join(others)} beside the id; settle it with "
                        "TARGET=<column>")
-    if (hot.sum(axis=1) != 1).any():
-        raise KitError(f"train.csv's 0/1 columns {', '.join(others)} hold several 1s in a row (multi-hot labels); "
-                       "multi-label image competitions are not supported yet")
-    kind, _ = infer(pd.Series(others), metric)
-    return {"columns": others}, kind, f"{len(others)} 0/1 columns with a single 1 per row (one-hot)"
+    names = np.asarray(others, dtype=object)
+    rows = hot.to_numpy().astype(bool)
+    if (rows.sum(axis=1) == 1).all():
+        kind, _ = infer(pd.Series(others), metric)
+        return {"columns": others}, kind, f"{len(others)} 0/1 columns with a single 1 per row (one-hot)"
+    kind, _ = infer(pd.Series([" ".join(names[row]) for row in rows]), metric, "the 0/1 columns", [Multilabel])
+    return {"columns": others}, kind, f"{len(others)} 0/1 columns, some rows with several 1s or none (multi-hot)"
 
 
 def photo_size(folder: Path, names: list[str]) -> tuple[int, int]:
@@ -162,9 +162,8 @@ def new_image_competition(path: Path, data: Path, train: pd.DataFrame, layout: L
         layout = find_test(data, layout, _read(data / "test.csv")[layout.id], "test.csv's ids")
     else:
         raise KitError(f"{data} has neither a sample submission nor test.csv naming the test images")
-    target_config, kind, type_rule = infer_target(train, layout, REGISTRY.get(metric) if metric else None, target)
-    classes = [] if kind.predicts_values else target_config.get("columns") or sorted_labels(
-        train[target_config["column"]])
+    target_config, kind, type_rule = infer_target(train, layout, get_metric(metric) if metric else None, target)
+    classes = target_config.get("columns") or kind.classes_of(train[target_config["column"]])
     metric, metric_rule = (metric, "given by METRIC=") if metric else (
         kind.usual_metric, f"the usual one for {kind.name}; METRIC= picks another")
     size = photo_size(layout.images, train[layout.id].astype(str).tolist())

@@ -12,8 +12,8 @@ from kit.metrics import Metric
 
 class Objective:
     """The fold's target kind decides the loss and how raw outputs become predictions (kit/target.py): cross-entropy
-    on logits (optionally class-weighted and label-smoothed) for classes, squared error on the standardised
-    transform(y) for values, with the scale in the fold's preprocessing `state`."""
+    on logits (optionally class-weighted and label-smoothed) for classes, binary cross-entropy per tag for tags,
+    squared error on the standardised transform(y) for values, with the scale in the fold's preprocessing `state`."""
 
     def __init__(self, metric: Metric, state: dict, class_weights: torch.Tensor | None = None,
                  label_smoothing: float = 0.0):
@@ -53,6 +53,19 @@ class WeightedCrossEntropy(nn.Module):
         smooth = -(logp * self.weight).sum()  # every class's term, weighted by its class: torch's smoothing part
         e = self.label_smoothing
         return ((1 - e) * nll + e / logits.shape[1] * smooth) / w.sum()
+
+
+class TagLoss(nn.Module):
+    """Binary cross-entropy of each tag's logit against its 0/1 truth, averaged over tags and rows; label smoothing
+    pulls each target towards 1/2 by `label_smoothing` / 2."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y.float() * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
 
 
 class StandardizedSquaredError(nn.Module):

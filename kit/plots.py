@@ -1,5 +1,5 @@
 """Pictures a person would rather look at than read: learning curves, the learners' fold scores, and a confusion
-matrix (classes) or predicted-vs-true values (regression), each in the competition's metric."""
+matrix (classes), per-tag scores (tags) or predicted-vs-true values (regression), each in the competition's metric."""
 
 from __future__ import annotations
 
@@ -86,6 +86,29 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: 
     share = np.trace(counts) / counts.sum()
     ax.set(xlabel="predicted", ylabel="true", title=f"OOF confusion ({share:.3f} on the diagonal)")
     fig.colorbar(image, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def tag_scores(truth: np.ndarray, pred: np.ndarray, tags: list[str], path: Path) -> None:
+    """tags.png: per tag, the precision, recall and F1 of the out-of-fold tags at the chosen thresholds, and how
+    many rows hold it (truth) against how many were given it (predicted)."""
+    tp = (truth & pred).sum(0)
+    precision, recall = tp / np.maximum(pred.sum(0), 1), tp / np.maximum(truth.sum(0), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    order = np.argsort(f1)
+    y = np.arange(len(tags))
+    fig, (ax, counts) = plt.subplots(1, 2, figsize=(11, max(3.0, 0.35 * len(tags) + 1.5)), sharey=True)
+    for shift, values, name in ((-0.27, precision, "precision"), (0.0, recall, "recall"), (0.27, f1, "F1")):
+        ax.barh(y + shift, values[order], height=0.27, label=name)
+    ax.set_yticks(y, np.asarray(tags)[order])
+    ax.set(xlim=(0, 1), xlabel="OOF score", title="per tag, at its threshold (worst F1 at the bottom)")
+    ax.legend(loc="lower right", fontsize=8)
+    counts.barh(y - 0.2, truth.sum(0)[order], height=0.4, label="true")
+    counts.barh(y + 0.2, pred.sum(0)[order], height=0.4, label="predicted")
+    counts.set(xlabel="rows", title="rows holding the tag")
+    counts.legend(loc="lower right", fontsize=8)
+    for a in (ax, counts):
+        a.grid(axis="x", alpha=0.3)
     _save(fig, path)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from kit import atomic, blend, plots, runs
 from kit.config import Config, to_dict
 from kit.folds import folds_of
-from kit.metrics import Metric, best_threshold, metric_of
+from kit.metrics import Metric, metric_of
 from kit.target import Target, get_target
 from kit.tasks import Samples
 
@@ -45,7 +45,8 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
 def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
     cv, name = summary["cv"], summary["metric"]["name"]
     noise = f", sd over {cv['repeats']} repeats {cv['repeat_sd']:.4f}" if cv["repeats"] > 1 else ""
-    threshold = f"; decision threshold {summary['threshold']:.3f} (chosen on OOF)" if summary["threshold"] else ""
+    threshold = summary["threshold"]
+    threshold = f"; {get_target(config).threshold_text(threshold)} (chosen on OOF)" if threshold is not None else ""
     log.info("CV %s %.4f ± %.4f over %d folds%s; OOF %s %.4f%s  (%s)", name, cv["mean"], cv["std"], cv["folds"],
              noise, name, cv["oof"], threshold, run_dir)
     if len(config.learners) > 1:
@@ -116,21 +117,27 @@ def scores(preds: np.ndarray, y: np.ndarray, fold_of: np.ndarray, score) -> dict
 def fold_scores(preds: np.ndarray, y: np.ndarray, fold_of: np.ndarray, score) -> np.ndarray:
     """score(y_rows, pred_rows, fold) of [repeats, rows, K] OOF predictions per fold, in fold order."""
     folds = np.unique(fold_of[fold_of >= 0])
-    truth = np.broadcast_to(y, fold_of.shape)
+    truth = per_repeat(y, fold_of)
     return np.array([score(truth[fold_of == f], preds[fold_of == f], int(f)) for f in folds])
+
+
+def per_repeat(y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """The truth [rows] or [rows, K] as one copy per repeat, [repeats, rows, ...], to index like fold_of."""
+    return np.broadcast_to(y, fold_of.shape + y.shape[1:])
 
 
 def decision_threshold(metric: Metric, target: Target, y: np.ndarray, served: np.ndarray, fold_of: np.ndarray
                        ) -> tuple:
-    """For binary label metrics that tune it (F1, MCC): the threshold on p(positive) chosen on all OOF rows (served
-    with the model) and per fold the one chosen on the other folds' rows (cross-fitted, for honest scores)."""
+    """For label metrics whose target tunes it (binary F1 and MCC: the threshold on p(positive); tags: one per tag):
+    the threshold chosen on all OOF rows (served with the model) and per fold the one chosen on the other folds' rows
+    (cross-fitted, for honest scores)."""
     if not target.tunes_threshold(metric):
         return None, None
     seen = fold_of >= 0
-    truth = np.broadcast_to(y, fold_of.shape)
-    per_fold = {int(f): best_threshold(metric, truth[seen & (fold_of != f)], served[seen & (fold_of != f)])
+    truth = per_repeat(y, fold_of)
+    per_fold = {int(f): target.best_threshold(metric, truth[seen & (fold_of != f)], served[seen & (fold_of != f)])
                 for f in np.unique(fold_of[seen])}
-    return best_threshold(metric, truth[seen], served[seen]), per_fold
+    return target.best_threshold(metric, truth[seen], served[seen]), per_fold
 
 
 def per_class_recall(target: Target, y: np.ndarray, served: np.ndarray, fold_of: np.ndarray,
@@ -149,7 +156,7 @@ def write_outputs(run_dir: Path, config: Config, target: Target, train: Samples,
     frames = []
     for r in range(len(fold_of)):
         served_r = target.inverse(served[r])
-        frame = pd.DataFrame({"id": train.ids, "repeat": r, "target": train.y, "fold": fold_of[r],
+        frame = pd.DataFrame({"id": train.ids, "repeat": r, "target": target.truth(train.y), "fold": fold_of[r],
                               "pred": target.predicted(served_r, summary["threshold"])})
         for i, name in enumerate(columns):
             frame[name] = served_r[:, i]

@@ -148,6 +148,28 @@ class Predictor:
         return predicts_values(self.meta)
 
     @property
+    def ordinal(self) -> bool:
+        """Whether the export's value is an ordered class's index, answered as a class by the cut points."""
+        return bool(self.meta["output"].get("ordinal", False))
+
+    def class_index(self, values: np.ndarray) -> np.ndarray:
+        """An ordinal export's class index of each value: the number of cut points (meta.json threshold) it reaches."""
+        threshold = self.meta.get("threshold")
+        cuts = np.arange(0.5, len(self.classes) - 1) if threshold is None else np.asarray(threshold)
+        return np.searchsorted(cuts, values, side="right")
+
+    @property
+    def tags(self) -> bool:
+        """Whether the export predicts tags (a multilabel target): independent per-tag probabilities."""
+        return predicts_tags(self.meta)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Per tag, the probability at which it is predicted (chosen on OOF rows when the metric scores tags)."""
+        threshold = self.meta.get("threshold")
+        return np.full(len(self.classes), 0.5) if threshold is None else np.asarray(threshold, dtype=float)
+
+    @property
     def size(self) -> int:
         return self.meta["input"]["size"][0]
 
@@ -169,11 +191,18 @@ class Predictor:
         return self.outputs(inputs)
 
     def predict(self, inputs: Any) -> np.ndarray:
-        """[N] predicted values (regression), or class names chosen as the competition's metric scores them (the
-        decision threshold tuned on out-of-fold rows for a binary F1/MCC competition, else the likeliest class)."""
+        """[N] predicted values (regression); ordered classes (an ordinal target: the class whose cut points the value
+        falls between); space-separated tags, each whose probability reaches its threshold
+        (multilabel); or class names chosen as the competition's metric scores them (the decision threshold tuned on
+        out-of-fold rows for a binary F1/MCC competition, else the likeliest class)."""
         out = self.outputs(inputs)
+        if self.ordinal:
+            return np.asarray(self.classes, dtype=object)[self.class_index(out[:, 0])]
         if self.regression:
             return out[:, 0]
+        if self.tags:
+            names = np.asarray(self.classes, dtype=object)
+            return np.array([" ".join(names[row]) for row in out >= self.thresholds], dtype=object)
         threshold = self.meta.get("threshold")
         index = (out[:, 1] >= threshold).astype(int) if threshold is not None and out.shape[1] == 2 else out.argmax(1)
         return np.asarray(self.classes, dtype=object)[index]
@@ -206,6 +235,11 @@ def predicts_values(meta: dict) -> bool:
     """Whether an export's output is values rather than class probabilities (meta.json["output"]["values"]; an
     export from before it was recorded: values have no classes)."""
     return bool(meta["output"].get("values", not meta["classes"]))
+
+
+def predicts_tags(meta: dict) -> bool:
+    """Whether an export's output is per-tag probabilities (a multilabel target: meta.json["output"]["tags"])."""
+    return bool(meta["output"].get("tags", False))
 
 
 def takes_images(meta: dict) -> bool:

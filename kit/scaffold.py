@@ -18,7 +18,7 @@ from kit.config import COMPETITIONS_DIR
 from kit.errors import KitError
 from kit.image_scaffold import find_layout, new_image_competition
 from kit.metrics import REGISTRY
-from kit.target import Target, infer, sorted_labels
+from kit.target import Target, infer, learnable, sorted_labels
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -99,12 +99,13 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
         if Path(metric).name != metric or not (folder / metric).is_file():
             raise KitError(f"METRIC={metric.removesuffix('.py')} is not a metric kit knows ({', '.join(REGISTRY)}) "
                            f"and {folder / Path(metric).name} does not exist (a competition's own metric)")
-    kind, type_rule = infer(labels, REGISTRY[metric] if metric and not custom else None, target)
+    kind, type_rule = infer(labels, REGISTRY[metric] if metric and not custom else None, target,
+                            learnable(RECIPE["learners"]))
     if metric is None:
         metric, metric_rule = kind.usual_metric, f"the usual one for {kind.name}; METRIC= picks another"
     else:
         metric_rule = f"given by METRIC=, the competition's own {metric}" if custom else "given by METRIC="
-    classes = [] if kind.predicts_values else _classes(labels, sample_classes, target, sample_path)
+    classes = _classes(labels, sample_classes, target, sample_path) if kind.classes_of(labels) else []
     not_in_test = [c for c in train.columns if c not in test.columns and c not in (id_column, target)]
     kinds = infer_kinds(train, skip=[id_column, target, *not_in_test])
     result = NewCompetition(path, id_column, id_rule, target, target_rule, kind, type_rule, metric, metric_rule,

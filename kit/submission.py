@@ -1,9 +1,9 @@
 """Build, validate and atomically write submission.csv in the form the competition scores.
 
-What goes in the value columns follows the metric: labels for label metrics (a tabular competition's own label
-text, an image competition's class index), probabilities for probability metrics (binary: the positive class's,
-in one column; multiclass: one column per class), values for regression. The header, column order and ids follow
-the competition's sample_submission.csv when the config names one (data.sample).
+What goes in the value columns follows the metric: labels for label metrics (a tabular competition's own label text, an
+image competition's class name or index, space-separated tags), probabilities for probability metrics (binary: the
+positive class's, in one column; multiclass: one column per class), values for regression. The header, column order and
+ids follow the competition's sample_submission.csv when the config names one (data.sample).
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Co
 
 def _check_values(values: pd.Series, column: str, config: Config, per_class: bool) -> None:
     needs = metric_of(config).needs
-    if needs == "label":
-        allowed = task_class(config.task).label_names(config)
-        bad = ~values.astype(str).isin(allowed)  # as text: a label column read back from a CSV holds numbers
-        expected = f"one of {allowed}" if len(allowed) <= 20 else f"one of the {len(allowed)} classes"
+    if needs == "label":  # as text: a label column read back from a CSV holds numbers
+        names = task_class(config.task).label_names(config)
+        bad, expected = get_target(config).invalid_answers(values.astype(str), names)
+        bad = pd.Series(bad, index=values.index)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         bad = numbers.isna() | np.isinf(numbers)

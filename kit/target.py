@@ -1,6 +1,6 @@
-"""The target: one class per kind, found in TARGETS (binary, multiclass, regression). Each owns what differs by
-kind: how the kind is inferred from a label column, the fold strata, the network's loss and output link, the fitted
-scale and transform and their inverse, what a metric and a submission get, and the export's output contract.
+"""The target: one class per kind, found in TARGETS (multilabel, binary, ordinal, multiclass, regression). Each owns
+what differs by kind: how the kind is inferred from a label column, the fold strata, the network's loss and output link,
+the fitted scale and transform and their inverse, what a metric and a submission get, and the export's output contract.
 Code elsewhere asks the object (`get_target(config)`); it never compares a kind's name.
 
 numpy and pandas at import; torch only inside the methods that build modules.
@@ -31,6 +31,7 @@ class Labels:
     distinct: int
     numeric: bool  # every label parses as a number
     whole: bool  # ... and every one is a whole number
+    tags: int = 0  # distinct space-separated tags, when some label holds several and they make fewer than `distinct`
 
 
 class Target:
@@ -40,6 +41,7 @@ class Target:
     name: ClassVar[str]
     usual_metric: ClassVar[str]  # `make new`'s metric when METRIC= is not given
     predicts_values: ClassVar[bool] = False  # values [N, 1] rather than class probabilities [N, K]
+    library_learners: ClassVar[bool] = True  # scikit-learn, CatBoost and XGBoost learners can fit it (else: net only)
 
     def __init__(self, classes: list[str] = (), transform: str = "none"):
         self.classes, self.transform = list(classes), transform
@@ -64,6 +66,11 @@ class Target:
         """What to say beside the classes (binary: which one is positive)."""
         return ""
 
+    @classmethod
+    def classes_of(cls, labels: pd.Series) -> list[str]:
+        """The classes (output order) that training labels name."""
+        return sorted_labels(labels)
+
     def check_classes(self) -> None:
         """Refuse a classes list this kind cannot take."""
 
@@ -83,8 +90,16 @@ class Target:
             raise KitError(f"{where} on line {row + 2} is {labels.iloc[row]!r}; expected {expected}")
 
     def strata(self, y: np.ndarray) -> np.ndarray:
-        """What folds stratify on."""
+        """What folds stratify on: [N] class indices or bins, or [N, K] 0/1 tags (kit/folds.py)."""
         return y
+
+    def truth(self, y: np.ndarray) -> np.ndarray:
+        """oof.csv's `target` column: the encoded label of each row."""
+        return y
+
+    def class_weights(self, y: np.ndarray):
+        """The network's per-class loss weights (train.class_weights), or None where the kind has none."""
+        return None
 
     def forward(self, y: np.ndarray) -> np.ndarray:
         """Labels as the learners fit them."""
@@ -118,9 +133,22 @@ class Target:
         """Whether a decision threshold is chosen on OOF rows for `metric`."""
         return False
 
+    def best_threshold(self, metric, y: np.ndarray, preds: np.ndarray):
+        """The decision threshold(s) with which `metric` scores best on these rows."""
+        raise NotImplementedError
+
+    def threshold_text(self, threshold) -> str:
+        """The chosen threshold(s) in a few words for the log."""
+        return f"decision threshold {threshold:.3f}"
+
     def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
         """A one-column submission's values; `names` are the labels as the competition writes them."""
         raise NotImplementedError
+
+    def invalid_answers(self, values: pd.Series, names: list[str]) -> tuple[np.ndarray, str]:
+        """(rows of a label submission column (text) that are not an answer, what an answer is)."""
+        shown = f"one of {names}" if len(names) <= 20 else f"one of the {len(names)} classes"
+        return ~values.isin(names).to_numpy(), shown
 
     def per_class_columns(self, metric) -> bool:
         """Whether the submission has one probability column per class."""
@@ -157,7 +185,7 @@ class Classes(Target):
 
     @classmethod
     def accepts(cls, metric) -> bool:
-        return metric.needs != "value"
+        return metric.needs != "value" and not metric.multilabel_only
 
     def check_classes(self) -> None:
         if len(self.classes) < 2:
@@ -168,6 +196,13 @@ class Classes(Target):
 
     def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
         return ~labels.isin(self.classes).to_numpy(), f"one of {self.classes}"
+
+    def class_weights(self, y: np.ndarray):
+        """Inverse class frequencies normalised to mean 1."""
+        import torch
+
+        counts = np.bincount(y, minlength=len(self.classes)).astype(np.float32)
+        return torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
 
     def criterion(self, state: dict, class_weights, label_smoothing: float, device):
         from torch import nn
@@ -252,6 +287,12 @@ class Binary(Classes):
     def tunes_threshold(self, metric) -> bool:
         return metric.tuned_threshold
 
+    def best_threshold(self, metric, y: np.ndarray, preds: np.ndarray) -> float:
+        """The threshold on p(positive) that scores best on these rows (a grid of their quantiles)."""
+        grid = np.unique(np.quantile(preds[:, 1], np.linspace(0.01, 0.99, 99)))
+        scores = [metric.score(y, preds, t) for t in grid]
+        return float(grid[int(np.argmax(metric.sign * np.asarray(scores)))])
+
     def answer(self, preds: np.ndarray, metric, threshold: float | None, names: list[str]) -> np.ndarray:
         return preds[:, 1] if metric.needs == "proba" else super().answer(preds, metric, threshold, names)
 
@@ -274,8 +315,143 @@ class Multiclass(Classes):
     def accepts(cls, metric) -> bool:
         return super().accepts(metric) and not metric.two_classes
 
+    def invalid_answers(self, values: pd.Series, names: list[str]) -> tuple[np.ndarray, str]:
+        """(rows of a label submission column (text) that are not an answer, what an answer is)."""
+        shown = f"one of {names}" if len(names) <= 20 else f"one of the {len(names)} classes"
+        return ~values.isin(names).to_numpy(), shown
+
     def per_class_columns(self, metric) -> bool:
         return metric.needs == "proba"
+
+
+class Multilabel(Target):
+    """Tags: each row holds any number of the classes, written space-separated ("baklava beignets"). The network
+    has one sigmoid output per tag, trained by binary cross-entropy; folds are stratified by iterative
+    stratification; label metrics (F-beta over samples, macro F1) take the tags whose probability reaches their
+    own threshold, chosen per tag on OOF rows. Learners from libraries do not fit it: learners: [net]."""
+
+    name = "multilabel"
+    usual_metric = "fbeta_samples"
+    library_learners = False
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        return f"space-separated tags: {labels.tags} tags in {labels.distinct} combinations" if labels.tags else None
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        return metric.multilabel
+
+    @classmethod
+    def classes_of(cls, labels: pd.Series) -> list[str]:
+        return sorted_labels(pd.Series(tag for text in labels.dropna() for tag in str(text).split()))
+
+    def check_classes(self) -> None:
+        if len(self.classes) < 2:
+            raise KitError(f"a multilabel target needs at least two tags, got {self.classes}")
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        """[N, K] float32 0/1: row i has a 1 for each of its tags."""
+        index = {name: k for k, name in enumerate(self.classes)}
+        hot = np.zeros((len(labels), len(self.classes)), dtype=np.float32)
+        for i, text in enumerate(labels.fillna("")):
+            hot[i, [index[tag] for tag in str(text).split()]] = 1
+        return hot
+
+    def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
+        known = set(self.classes)
+        bad = np.array([not set(str(text).split()) <= known for text in labels.fillna("")], dtype=bool)
+        return bad, f"space-separated tags out of {self.classes}"
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        return y > 0.5
+
+    def truth(self, y: np.ndarray) -> np.ndarray:
+        return self.tags(y > 0.5)
+
+    def tags(self, hot: np.ndarray) -> np.ndarray:
+        """Space-separated tag text of each row of a [N, K] 0/1 matrix."""
+        names = np.asarray(self.classes, dtype=object)
+        return np.array([" ".join(names[row]) for row in hot.astype(bool)], dtype=object)
+
+    def criterion(self, state: dict, class_weights, label_smoothing: float, device):
+        from kit.objective import TagLoss
+
+        return TagLoss(label_smoothing)
+
+    def link(self, model, state: dict):
+        from kit.ensemble import Sigmoid
+
+        return Sigmoid(model)
+
+    def from_outputs(self, outputs: np.ndarray, state: dict) -> np.ndarray:
+        return 1 / (1 + np.exp(-outputs))
+
+    def labels(self, probs: np.ndarray, threshold) -> np.ndarray:
+        """[N, K] 0/1: the tags whose probability reaches their threshold (0.5 without one)."""
+        return (probs >= np.asarray(0.5 if threshold is None else threshold)).astype(np.int64)
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold) -> np.ndarray:
+        return preds if needs == "proba" else self.labels(preds, threshold)
+
+    def tunes_threshold(self, metric) -> bool:
+        return metric.needs == "label"
+
+    def best_threshold(self, metric, y: np.ndarray, preds: np.ndarray) -> list[float]:
+        """Per tag, coordinate ascent: starting from the best common threshold, each tag's threshold in turn
+        moves to the grid point that scores best with the others held, for two rounds."""
+        grid = np.round(np.arange(0.02, 0.99, 0.02), 2)
+        common = grid[int(np.argmax([metric.sign * metric.score(y, preds, t) for t in grid]))]
+        chosen = np.full(preds.shape[1], common)
+        for _ in range(2):
+            for k in range(preds.shape[1]):
+                scores = []
+                for t in grid:
+                    chosen[k] = t
+                    scores.append(metric.sign * metric.score(y, preds, chosen))
+                chosen[k] = grid[int(np.argmax(scores))]
+        return [float(t) for t in chosen]
+
+    def threshold_text(self, threshold) -> str:
+        return f"per-tag thresholds {min(threshold):.2f} to {max(threshold):.2f}"
+
+    def answer(self, preds: np.ndarray, metric, threshold, names: list[str]) -> np.ndarray:
+        return self.tags(self.labels(preds, threshold))
+
+    def invalid_answers(self, values: pd.Series, names: list[str]) -> tuple[np.ndarray, str]:
+        known = set(names)
+        bad = np.array([not set(text.split()) <= known for text in values], dtype=bool)
+        return bad, f"space-separated tags out of {names}"
+
+    def per_class_columns(self, metric) -> bool:
+        return metric.needs == "proba"
+
+    def oof_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.classes]
+
+    def predicted(self, preds: np.ndarray, threshold) -> np.ndarray:
+        return self.tags(self.labels(preds, threshold))
+
+    def recall(self, y: np.ndarray, preds: np.ndarray, threshold) -> dict:
+        pred = self.labels(preds, threshold).astype(bool)
+        truth = y > 0.5
+        return {name: float(pred[truth[:, k], k].mean()) for k, name in enumerate(self.classes) if truth[:, k].any()}
+
+    def plot(self, y: np.ndarray, preds: np.ndarray, threshold, path: Path, metric: str, score: float) -> None:
+        from kit import plots
+
+        plots.tag_scores(y > 0.5, self.labels(preds, threshold).astype(bool), self.classes, path / "tags.png")
+
+    def describe(self, preds: np.ndarray, threshold) -> str:
+        hot = self.labels(preds, threshold)
+        counts = dict(zip(self.classes, hot.sum(0).tolist(), strict=True))
+        return f"{hot.sum(1).mean():.2f} tags per row on average; rows per tag {counts}"
+
+    def output_contract(self, column: str, how: str) -> dict:
+        return {"name": "probs", "dtype": "float32", "shape": ["N", len(self.classes)], "values": False,
+                "tags": True, "meaning": f"per-tag probabilities, each its own sigmoid (rows need not sum to 1): {how} "
+                                         "(and TTA views); a tag is predicted when it reaches meta.json's threshold "
+                                         "for it (the same order as classes; 0.5 when threshold is null)"}
 
 
 class Regression(Target):
@@ -297,6 +473,10 @@ class Regression(Target):
     @classmethod
     def accepts(cls, metric) -> bool:
         return metric.needs == "value"
+
+    @classmethod
+    def classes_of(cls, labels: pd.Series) -> list[str]:
+        return []
 
     def check_classes(self) -> None:
         if self.classes:
@@ -371,7 +551,106 @@ class Regression(Target):
                 "meaning": f"the predicted {column}: {how}{inverse}"}
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (Binary, Multiclass, Regression)}  # inference order
+class Ordinal(Regression):
+    """Ordered classes scored by an ordinal metric (qwk): the learners fit each row's class index as a number (a
+    regression, so predicting 3 for a 4 costs less than predicting 0), and the answer is the class between the cut
+    points that the value falls in, the cut points chosen on OOF rows for the metric (cross-fitted for the CV), as
+    APTOS' winners did. The export serves the value; meta.json's threshold holds the cut points."""
+
+    name = "ordinal"
+    usual_metric = "qwk"
+
+    @classmethod
+    def claims(cls, labels: Labels) -> str | None:
+        if labels.whole and 2 < labels.distinct <= MAX_CLASSES_OF_NUMBERS:
+            return f"{labels.distinct} ordered whole numbers"
+        return None
+
+    @classmethod
+    def accepts(cls, metric) -> bool:
+        return metric.ordinal
+
+    @classmethod
+    def classes_of(cls, labels: pd.Series) -> list[str]:
+        return sorted_labels(labels)
+
+    def check_classes(self) -> None:
+        if len(self.classes) < 3:
+            raise KitError(f"an ordinal target needs at least three classes, got {self.classes}")
+
+    def encode(self, labels: pd.Series) -> np.ndarray:
+        """Each label's index in the ordered classes."""
+        return labels.astype(str).map({name: i for i, name in enumerate(self.classes)}).to_numpy(dtype=np.int64)
+
+    def invalid(self, labels: pd.Series) -> tuple[np.ndarray, str]:
+        return ~labels.astype(str).isin(self.classes).to_numpy(), f"one of {self.classes}"
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        return y
+
+    def forward(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.float64)
+
+    def cuts(self, threshold) -> np.ndarray:
+        """The cut points between classes: the chosen ones, else halfway between the indices."""
+        return np.arange(0.5, len(self.classes) - 1) if threshold is None else np.asarray(threshold)
+
+    def labels(self, preds: np.ndarray, threshold) -> np.ndarray:
+        """Class indices: how many cut points each value reaches."""
+        return np.searchsorted(self.cuts(threshold), preds[:, 0], side="right")
+
+    def consumed(self, needs: str, preds: np.ndarray, threshold) -> np.ndarray:
+        return self.labels(preds, threshold)
+
+    def tunes_threshold(self, metric) -> bool:
+        return True
+
+    def best_threshold(self, metric, y: np.ndarray, preds: np.ndarray) -> list[float]:
+        """Coordinate ascent from the halfway cuts: each cut in turn moves to the best of 21 points between its
+        neighbours, the others held, for three rounds."""
+        cuts = self.cuts(None).astype(float)
+        for _ in range(3):
+            for k in range(len(cuts)):
+                low = cuts[k - 1] if k else cuts[k] - 1
+                high = cuts[k + 1] if k + 1 < len(cuts) else cuts[k] + 1
+                grid = np.linspace(low, high, 23)[1:-1]
+                scores = []
+                for t in grid:
+                    cuts[k] = t
+                    scores.append(metric.sign * metric.score(y, preds, cuts))
+                cuts[k] = grid[int(np.argmax(scores))]
+        return [float(t) for t in cuts]
+
+    def threshold_text(self, threshold) -> str:
+        return f"cut points {', '.join(f'{t:.2f}' for t in threshold)}"
+
+    def answer(self, preds: np.ndarray, metric, threshold, names: list[str]) -> np.ndarray:
+        return np.asarray(names, dtype=object)[self.labels(preds, threshold)]
+
+    def predicted(self, preds: np.ndarray, threshold) -> np.ndarray:
+        return self.labels(preds, threshold)
+
+    def recall(self, y: np.ndarray, preds: np.ndarray, threshold) -> dict:
+        pred = self.labels(preds, threshold)
+        return {name: float((pred[y == i] == i).mean()) for i, name in enumerate(self.classes) if (y == i).any()}
+
+    def plot(self, y: np.ndarray, preds: np.ndarray, threshold, path: Path, metric: str, score: float) -> None:
+        from kit import plots
+
+        plots.confusion(y, self.labels(preds, threshold), self.classes, path / "confusion.png")
+        plots.residuals(y.astype(float), preds[:, 0], path / "residuals.png", metric, score)
+
+    def describe(self, preds: np.ndarray, threshold) -> str:
+        counts = np.bincount(self.labels(preds, threshold), minlength=len(self.classes))
+        return f"predicted class counts {dict(zip(self.classes, counts.tolist(), strict=True))}"
+
+    def output_contract(self, column: str, how: str) -> dict:
+        return {"name": "probs", "dtype": "float32", "shape": ["N", 1], "values": True, "ordinal": True,
+                "meaning": f"the {column} class's index as a number: {how}; the answer is classes[i] where i counts "
+                           "the cut points in meta.json's threshold that the value reaches (null: i + 0.5)"}
+
+
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (Multilabel, Binary, Ordinal, Multiclass, Regression)}  # order
 
 
 def target_class(name: str) -> type[Target]:
@@ -395,25 +674,39 @@ def read_labels(values: pd.Series) -> Labels:
     seen = values.dropna()
     numbers = pd.to_numeric(seen, errors="coerce")
     numeric = bool(numbers.notna().all())
-    return Labels(int(seen.nunique()), numeric, numeric and bool((numbers == numbers.round()).all()))
+    distinct = int(seen.nunique())
+    split = seen.astype(str).str.split()
+    tags = split.explode().nunique() if (split.str.len() > 1).any() else 0
+    return Labels(distinct, numeric, numeric and bool((numbers == numbers.round()).all()),
+                  int(tags) if tags < distinct else 0)
 
 
-def infer(values: pd.Series, metric=None, column: str = "target") -> tuple[type[Target], str]:
-    """(kind, the rule that decided it) of a label column: the first kind in TARGETS that can be scored by `metric`
-    (any, when None) and whose rule claims the labels. `make new` and training use this one rule."""
+def infer(values: pd.Series, metric=None, column: str = "target", kinds: list[type[Target]] | None = None
+          ) -> tuple[type[Target], str]:
+    """(kind, the rule that decided it) of a label column: the first kind in TARGETS (or `kinds`, those the learners
+    fit) that can be scored by `metric` (any, when None) and whose rule claims the labels. `make new` and training
+    use this one rule."""
     labels = read_labels(values)
     if labels.distinct < 2:
         raise KitError(f"target {column!r} has a single value ({values.dropna().iloc[0]!r}): nothing to learn")
-    candidates = [t for t in TARGETS.values() if metric is None or t.accepts(metric)]
+    candidates = [t for t in kinds or TARGETS.values() if metric is None or t.accepts(metric)]
     for kind in candidates:
         rule = kind.claims(labels)
         if rule:
             return kind, rule if metric is None or len(candidates) == len(TARGETS) else \
                 f"{rule}; METRIC={metric.name} scores {' or '.join(t.name for t in candidates)}"
-    others = [t.name for t in TARGETS.values() if t.claims(labels)]
+    others = [t.name for t in kinds or TARGETS.values() if t.claims(labels)]
     raise KitError(f"metric {metric.name} scores {' or '.join(t.name for t in candidates)} targets, but {column!r} "
                    f"is {' or '.join(others)} ({labels.distinct} distinct values{', numbers' if labels.numeric else ''}"
                    f"); metrics that fit: {', '.join(fitting(*(TARGETS[o] for o in others)))}")
+
+
+def learnable(learners: list[str]) -> list[type[Target]]:
+    """The kinds that every learner in `learners` can fit (the network fits all; learners from libraries not tags)."""
+    from kit.learners import get_learner
+
+    library = any(get_learner(name).compiled for name in learners)
+    return [kind for kind in TARGETS.values() if kind.library_learners or not library]
 
 
 def fitting(*kinds: type[Target]) -> list[str]:
@@ -437,14 +730,15 @@ def settle(config, labels: pd.Series):
     checked against the type: what a run records, so predict, export and serving need no data to know them."""
     from kit.metrics import get_metric
 
-    metric = get_metric(config.metric, None, config.root)
+    metric, kinds = get_metric(config.metric, None, config.root), learnable(config.learners)
     if config.target.type != "auto":
         kind, rule = target_class(config.target.type), "set in the config"
+        if kind not in kinds:
+            raise KitError(f"a {kind.name} target is fitted by the network only, not by {config.learners}; set "
+                           "learners: [net]")
     else:
-        kind, rule = infer(labels, metric, config.target.column)
-    classes = list(config.classes)
-    if not kind.predicts_values and not classes:
-        classes = sorted_labels(labels)
+        kind, rule = infer(labels, metric, config.target.column, kinds)
+    classes = list(config.classes) or kind.classes_of(labels)
     target = kind(classes, "none")
     target.check_classes()
     metric = get_metric(config.metric, target, config.root)

@@ -12,7 +12,7 @@ from conftest import make_image
 from PIL import Image
 
 from kit.config import load_config
-from kit.ensemble import TTA, FoldEnsemble
+from kit.ensemble import TTA, FoldEnsemble, Softmax
 from kit.errors import KitError
 from kit.folds import stratified_folds
 from kit.images import cached_decode, decode, list_labelled
@@ -168,16 +168,16 @@ def test_identity_tta_equals_plain_prediction_and_flip_equals_flipped_input():
     x = torch.randint(0, 256, (3, 16, 16, 3), dtype=torch.uint8)
     with torch.no_grad():
         plain = torch.softmax(model(x), 1)
-        assert torch.allclose(TTA(model, ["identity"])(x), plain)
-        assert torch.allclose(TTA(model, ["hflip"])(x), torch.softmax(model(x.flip(2)), 1))
-        both = TTA(model, ["identity", "hflip"])(x)
+        assert torch.allclose(TTA(Softmax(model), ["identity"])(x), plain)
+        assert torch.allclose(TTA(Softmax(model), ["hflip"])(x), torch.softmax(model(x.flip(2)), 1))
+        both = TTA(Softmax(model), ["identity", "hflip"])(x)
         assert torch.allclose(both, (plain + torch.softmax(model(x.flip(2)), 1)) / 2)
-        blended = TTA(model, ["hflip"], blend=0.25)(x)
+        blended = TTA(Softmax(model), ["hflip"], blend=0.25)(x)
         assert torch.allclose(blended, 0.75 * torch.softmax(model(x.flip(2)), 1) + 0.25 * plain)
 
 
 def test_fold_ensemble_is_the_mean_of_member_probabilities():
-    a, b = TTA(_tiny_model(0), ["identity"]), TTA(_tiny_model(1), ["hflip"])
+    a, b = TTA(Softmax(_tiny_model(0)), ["identity"]), TTA(Softmax(_tiny_model(1)), ["hflip"])
     x = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
     with torch.no_grad():
         mean = FoldEnsemble([a, b])(x)

@@ -15,7 +15,7 @@ from kit.config import TrainConfig
 from kit.ensemble import TargetInverse
 from kit.errors import KitError
 from kit.folds import stratified_folds, time_folds
-from kit.metrics import REGISTRY, best_threshold, get_metric
+from kit.metrics import REGISTRY, get_metric
 from kit.objective import Objective
 from kit.report import decision_threshold
 from kit.target import Binary, Multiclass, Regression, fitting
@@ -122,12 +122,12 @@ def test_the_binary_threshold_is_chosen_on_oof_rows_and_cross_fitted():
     y = (rng.random(400) < 0.2).astype(int)
     p = np.clip(0.15 + 0.3 * y + rng.normal(0, 0.12, 400), 0, 1)  # every p < 0.5: argmax never says positive
     probs = np.stack([1 - p, p], 1)
-    chosen = best_threshold(f1, y, probs)
+    chosen = binary.best_threshold(f1, y, probs)
     assert f1.score(y, probs, chosen) > f1.score(y, probs) + 0.3 and 0.2 < chosen < 0.5
     fold_of = np.tile(np.arange(4), 100)[None]
     served, per_fold = decision_threshold(f1, binary, y, probs[None], fold_of)
     assert served == chosen and sorted(per_fold) == [0, 1, 2, 3]
-    assert per_fold[0] == best_threshold(f1, y[fold_of[0] != 0], probs[fold_of[0] != 0])
+    assert per_fold[0] == binary.best_threshold(f1, y[fold_of[0] != 0], probs[fold_of[0] != 0])
     assert decision_threshold(get_metric("roc_auc", binary), binary, y, probs[None], fold_of) == (None, None)
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import run_kit
 
 from kit import runs, runtime
-from kit.ensemble import TTA, FoldEnsemble, view
+from kit.ensemble import TTA, FoldEnsemble, Softmax, view
 from kit.errors import KitError
 from kit.models import ImageClassifier
 from kit.predict import batch_size, ensemble_probs
@@ -41,7 +41,7 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize(("views", "blend"), [(VIEWS, 0.0), (["hflip", "zoom"], 0.3), (["identity", "vflip"], 0.5)])
 def test_batched_tta_equals_the_per_view_loop(views, blend):
     model = _fold_model(0)
-    tta = TTA(model, views, blend).eval()
+    tta = TTA(Softmax(model), views, blend).eval()
     x = _images(5)
     with torch.no_grad():
         batched, loop = tta(x), _per_view_loop(model, x, views, blend)
@@ -54,7 +54,8 @@ def test_batched_tta_traces_and_exports_to_onnx_equal_to_the_loop(tmp_path):
     import onnxruntime as ort
 
     model = _fold_model(1)
-    ensemble = FoldEnsemble([TTA(model, VIEWS, 0.2), TTA(_fold_model(2), ["identity", "hflip"])]).eval()
+    members = [TTA(Softmax(model), VIEWS, 0.2), TTA(Softmax(_fold_model(2)), ["identity", "hflip"])]
+    ensemble = FoldEnsemble(members).eval()
     x = _images(7, seed=1)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -63,7 +64,7 @@ def test_batched_tta_traces_and_exports_to_onnx_equal_to_the_loop(tmp_path):
                           output_names=["probs"], dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}},
                           opset_version=17, dynamo=False)
         loop = torch.stack([_per_view_loop(model, x, VIEWS, 0.2),
-                            _per_view_loop(ensemble.members[1].model, x, ["identity", "hflip"], 0)]).mean(0)
+                            _per_view_loop(ensemble.members[1].model.model, x, ["identity", "hflip"], 0)]).mean(0)
         assert float((traced(x) - loop).abs().max()) <= 1e-6
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = session.run(None, {"images": x.numpy()})[0]
@@ -71,7 +72,7 @@ def test_batched_tta_traces_and_exports_to_onnx_equal_to_the_loop(tmp_path):
 
 
 def test_ensemble_probs_covers_every_batch_in_order_and_autocast_stays_close():
-    ensemble = FoldEnsemble([TTA(_fold_model(3), ["identity", "hflip"])]).eval()
+    ensemble = FoldEnsemble([TTA(Softmax(_fold_model(3)), ["identity", "hflip"])]).eval()
     x = _images(11, seed=2)
     batches = [x[i : i + 4] for i in range(0, 11, 4)]
     with torch.no_grad():
@@ -88,7 +89,7 @@ def test_ensemble_probs_covers_every_batch_in_order_and_autocast_stays_close():
 
 def test_ensemble_probs_passes_on_an_error_of_the_batch_reader():
     """The next batch is read in a background thread; its failure must reach the caller, not hang or vanish."""
-    ensemble = FoldEnsemble([TTA(_fold_model(4), ["identity"])]).eval()
+    ensemble = FoldEnsemble([TTA(Softmax(_fold_model(4)), ["identity"])]).eval()
 
     def batches():
         yield _images(2)

@@ -59,8 +59,9 @@ def about(meta: dict) -> str:
     tta = ", ".join(meta["tta"]["views"]) if meta.get("tta") else "none"
     metric = (meta.get("metric") or {}).get("name", "accuracy")
     target = meta.get("target") or {}
-    kind = f"regression of {target.get('column')}" if runtime.predicts_values(meta) else \
-        f"{len(meta['classes'])} classes"
+    count = len(meta["classes"])
+    kind = f"{count} ordered classes" if meta["output"].get("ordinal") else f"regression of {target.get('column')}" \
+        if runtime.predicts_values(meta) else f"{count} tags" if runtime.predicts_tags(meta) else f"{count} classes"
     return (f"**{meta['competition']}** ({meta['task']}, {kind}) · CV {metric} {score} · "
             f"{meta.get('folds', '?')} folds · TTA: {tta} · exported {meta.get('created', '?')}")
 
@@ -284,10 +285,19 @@ def classifier(model, default_comp: str):
 
 
 def answered_as(predictor: runtime.Predictor, p: np.ndarray, top_k: int) -> tuple[str, dict | str]:
-    """One image's (gallery caption, label): its top class and the top-k classes' probabilities, or its value."""
+    """One image's (gallery caption, label): its top class and the top-k classes' probabilities; every tag that
+    reaches its threshold with its probability (none: the likeliest tag, captioned "no tag"); its ordered class (with
+    the value it falls from); or its value."""
+    if predictor.ordinal:
+        name = predictor.classes[int(predictor.class_index(p[:1])[0])]
+        return f"{name} ({p[0]:.2f})", name
     if predictor.regression:
         value = f"{(predictor.meta.get('target') or {}).get('column', 'value')} {p[0]:.4g}"
         return value, value
+    if predictor.tags:
+        shown = [i for i in np.argsort(p)[::-1] if p[i] >= predictor.thresholds[i]]
+        caption = " ".join(predictor.classes[i] for i in shown) or "no tag"
+        return caption, {predictor.classes[i]: float(p[i]) for i in shown or [int(p.argmax())]}
     best = np.argsort(p)[::-1][:top_k]
     return f"{predictor.classes[best[0]]} {p[best[0]]:.0%}", {predictor.classes[i]: float(p[i]) for i in best}
 
@@ -309,8 +319,8 @@ def image_tab(metas: dict[str, dict], model) -> None:
                     picture = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", label="Picture")
                 button = gr.Button("Classify", variant="primary")
             with gr.Column():
-                label = gr.Label(label="First image: top classes")
-                gallery = gr.Gallery(label="Images and their top class", columns=3, height="auto")
+                label = gr.Label(label="First image: top classes, its tags or its value")
+                gallery = gr.Gallery(label="Images and their answer", columns=3, height="auto")
                 status = gr.Markdown(label="status")
                 info = gr.Markdown(about(metas[comps[0]]))
         comp.change(lambda c: about(metas[c]), comp, info, api_visibility="private")  # UI only, not an API
@@ -340,8 +350,8 @@ def table_tab(comp: str, meta: dict, model) -> None:
         except KitError as exc:
             return {}, f"**Cannot predict:** {exc}"
         ms = (time.perf_counter() - start) * 1000
-        answer = f"{p[0]:.6g}" if predictor.regression else \
-            {c: float(v) for c, v in zip(predictor.classes, p, strict=True)}
+        answer = f"{p[0]:.6g}" if predictor.regression and not predictor.ordinal else \
+            answered_as(predictor, p, len(predictor.classes))[1]
         return answer, f"Answered in {ms:.1f} ms ({loaded(predictor)})."
 
     with gr.Tab(comp):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from kit.learners import Learner, register
 
 
@@ -34,18 +32,14 @@ def prepare_fit(task, config, part, valid, state: dict, dist=None, device=None, 
 
 
 def objective(config, part, state: dict):
-    """The fold network's loss and validation metric (kit/objective.py): class weights are inverse frequencies
-    normalised to mean 1 (train.class_weights)."""
-    import torch
-
+    """The fold network's loss and validation metric (kit/objective.py), with the target's class weights when
+    train.class_weights asks for them."""
     from kit.metrics import metric_of
     from kit.objective import Objective
 
-    weights = None
-    if config.train.class_weights and not metric_of(config).target.predicts_values:
-        counts = np.bincount(part.y, minlength=len(config.classes)).astype(np.float32)
-        weights = torch.from_numpy(counts.sum() / np.maximum(counts, 1) / len(counts))
-    return Objective(metric_of(config), state, class_weights=weights, label_smoothing=config.train.label_smoothing)
+    metric = metric_of(config)
+    weights = metric.target.class_weights(part.y) if config.train.class_weights else None
+    return Objective(metric, state, class_weights=weights, label_smoothing=config.train.label_smoothing)
 
 
 @register

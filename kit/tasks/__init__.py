@@ -23,7 +23,7 @@ class Samples:
     """Rows of a split: ids (as strings), labels (None for test) and the task's raw data."""
 
     ids: list[str]
-    y: np.ndarray | None  # class indices (int64), or regression values in the target's units (float64)
+    y: np.ndarray | None  # class indices (int64), 0/1 tags [N, K] (float32), or values in the target's units
     data: Any  # tabular: a DataFrame; image: a uint8 [N, H, W, 3] array (memory-mapped cache)
     is_valid: np.ndarray | None = None  # rows of the data's own validation split (for cv.folds=given)
 

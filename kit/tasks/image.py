@@ -52,11 +52,11 @@ class ImageTask:
 
     @classmethod
     def known_kind(cls, config: Config) -> type[Target] | None:
-        """Set in the config, or settled by the number of classes (None: the labels CSV will settle it)."""
+        """Set in the config, or settled by the number of classes in folder names (None: the labels CSV settles it,
+        as its 0/1 columns may hold several 1s in a row)."""
         if config.target.type != "auto":
             return target_class(config.target.type)
-        columns = config.target.columns or config.classes
-        return for_classes(len(columns)) if columns else None
+        return for_classes(len(config.classes)) if config.classes and not image_csv.listed(config) else None
 
     @classmethod
     def label_names(cls, config: Config) -> list[str]:
@@ -83,8 +83,20 @@ class ImageTask:
         return self._load_train(path) if split == "train" else self._load_test(path)
 
     def _load_train(self, path: Path | None) -> Samples:
-        if image_csv.listed(self.config):
-            return self._load_listed(path)
+        paths, y, is_valid, ids = self.labelled(path)
+        images, bad = self._decode(paths)
+        keep = np.setdiff1d(np.arange(len(paths)), list(bad))
+        if bad:
+            log.warning("left out %d unreadable training image(s): %s", len(bad), describe_bad(paths, bad))
+            images = images[keep]
+        return Samples([ids[i] for i in keep], y[keep], images, None if is_valid is None else is_valid[keep])
+
+    def labelled(self, path: Path | None = None) -> tuple[list[Path], np.ndarray, np.ndarray | None, list[str]]:
+        """(image files, encoded labels, which are in the data's own valid/ split (None: no such split), ids) of the
+        training images, before decoding: named by the labels CSV (kit/image_csv.py), or by folder and file names."""
+        return self._listed(path) if image_csv.listed(self.config) else self._foldered(path)
+
+    def _foldered(self, path: Path | None) -> tuple[list[Path], np.ndarray, np.ndarray, list[str]]:
         root = Path(path) if path else self.config.path(self.config.data.train)
         if not root.is_dir() and self.config.data.kaggle:
             from kit.download import manual_steps
@@ -106,16 +118,10 @@ class ImageTask:
             paths += found
             labels += found_labels
             is_valid += [split == "valid"] * len(found)
-        images, bad = self._decode(paths)
-        keep = np.setdiff1d(np.arange(len(paths)), list(bad))
-        if bad:
-            log.warning("left out %d unreadable training image(s): %s", len(bad), describe_bad(paths, bad))
-            images = images[keep]
-        ids = [str(paths[i].relative_to(root)) for i in keep]
-        return Samples(ids, np.asarray(labels, dtype=np.int64)[keep], images, np.asarray(is_valid)[keep])
+        ids = [str(p.relative_to(root)) for p in paths]
+        return paths, np.asarray(labels, dtype=np.int64), np.asarray(is_valid), ids
 
-    def _load_listed(self, path: Path | None) -> Samples:
-        """Training images named by the labels CSV, with their labels from it (kit/image_csv.py)."""
+    def _listed(self, path: Path | None) -> tuple[list[Path], np.ndarray, None, list[str]]:
         if self.config.cv.folds == "given":
             raise KitError("cv.folds=given needs train/ and valid/ folders; a labels CSV has no validation split")
         labels_csv, folder = image_csv.training_files(self.config, path)
@@ -123,14 +129,7 @@ class ImageTask:
         labels, target = image_csv.label_text(self.config, frame, labels_csv), get_target(self.config)
         target.check_labels(labels, f"{labels_csv}: the label")
         ids = frame[self.config.data.id].tolist()
-        paths = image_csv.find_images(folder, ids, "training")
-        images, unreadable = self._decode(paths)
-        keep = np.setdiff1d(np.arange(len(paths)), list(unreadable))
-        if unreadable:
-            log.warning("left out %d unreadable training image(s): %s", len(unreadable),
-                        describe_bad(paths, unreadable))
-            images = images[keep]
-        return Samples([ids[i] for i in keep], target.encode(labels)[keep], images)
+        return image_csv.find_images(folder, ids, "training"), target.encode(labels), None, ids
 
     def test_files(self, path: Path | None = None) -> tuple[list[str], list[Path]]:
         """(ids, image files) of the test split: the test folder's images, or those a CSV names."""
@@ -180,13 +179,12 @@ class ImageTask:
 
     def ensemble(self, folds: list[dict[str, torch.nn.Module]], states: list[dict],
                  weights: list[float] | None) -> torch.nn.Module:
-        """Each fold's network under its TTA views: class probabilities, or values (the network's standardised output
-        back in transform(y) units, averaged over the views); the served module (weights given) inverts transform(y)."""
+        """Each fold's network under its target's link, averaged over its TTA views: class or tag probabilities, or
+        values (back in transform(y) units); the served module (weights given) inverts transform(y)."""
         tta, target = self.config.tta, get_target(self.config)
         members = []
         for fold, state in zip(folds, states, strict=True):
-            views = {name: TTA(m, tta.views, tta.blend) if not target.predicts_values else
-                     TTA(target.link(m, state), tta.views, tta.blend, probabilities=False) for name, m in fold.items()}
+            views = {name: TTA(target.link(m, state), tta.views, tta.blend) for name, m in fold.items()}
             members.append(Blend(views, weights))
         ensemble = FoldEnsemble(members)
         return TargetInverse(ensemble, target.transform) if weights is not None and target.predicts_values else ensemble
@@ -225,14 +223,14 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int | float]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         key, i = item if isinstance(item, tuple) else (0, item)
         image = np.asarray(self.images[i])
         if self.transform is not None:
             rng = np.random.default_rng([key, i])
             self.transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             image = self.transform(image=image)["image"]
-        return torch.from_numpy(np.ascontiguousarray(image)), self.labels[i].item()  # a class index, or a value
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.as_tensor(self.labels[i])  # a class, value or tags
 
 
 def augment_backend(setting: str, device: torch.device) -> str:

@@ -21,7 +21,8 @@ from kit.batches import DatasetBatches
 from kit.config import Config, TrainConfig
 from kit.device import available_cpus, describe, resolve
 from kit.errors import KitError
-from kit.images import cached_decode, list_labelled, list_unlabelled, split_folders
+from kit.images import cached_decode
+from kit.learners.net import objective
 from kit.tasks import Samples
 from kit.tasks.image import augment_backend, augmentation, decode_workers, loader_workers
 from kit.trainer import TrainState, train_epoch
@@ -92,15 +93,16 @@ def training(config: Config, task, samples: Samples, paths: list[Path], device: 
                            device, shuffle=True, workers=loader_workers(cfg.num_workers, device))
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(cfg.batch_for(), crop, crop, 3, generator=g) * 255).to(device)
-    y = torch.randint(0, len(config.classes), (cfg.batch_for(),), generator=g).to(device)
+    y = torch.as_tensor(samples.y[np.arange(cfg.batch_for()) % len(samples)]).to(device)  # the target's own labels
+    criterion = objective(config, samples, state_pre).criterion(device)  # the target's own loss
     pipelines = {"ceiling": SyntheticBatches(x, y, len(kit)), "kit": kit, "naive": naive}
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     epochs, min_seconds = [0], 2.0 if device.type == "cuda" else 0.0
-    training_rate(state, SyntheticBatches(x, y, 3), cfg, epochs, 0.0)  # warm-up: allocator, kernels, autotuning
+    training_rate(state, SyntheticBatches(x, y, 3), cfg, epochs, 0.0, criterion)  # warm-up: allocator, kernels
     for r in range(rounds):
         for name, batches in pipelines.items():
             log.info("bench round %d/%d: training through the %s pipeline", r + 1, rounds, name)
-            rates[name].append(training_rate(state, batches, cfg, epochs, min_seconds))
+            rates[name].append(training_rate(state, batches, cfg, epochs, min_seconds, criterion))
     best = {name: max(values) for name, values in rates.items()}
     backend = augment_backend(config.augment.backend, device)
     alone = augmentation_rates(config, samples, crop, device)
@@ -197,7 +199,7 @@ def report(config: Config, data: Path | None, limit: int | None, device_name: st
     if (export_dir / "meta.json").is_file():
         rows += inference(export_dir, threads or available_cpus())
         if pipeline is image_pipeline:
-            rows += ui_load(exports, config.competition, list_unlabelled(config.path(config.data.test))[0])
+            rows += ui_load(exports, config.competition, task_class(config.task)(config).test_files()[1][0])
     else:
         rows.append(("inference", f"skipped: no export in {export_dir} (make export COMP={runs.comp_arg(config)})"))
     width = max(len(k) for k, _ in rows)
@@ -213,20 +215,21 @@ def image_pipeline(config: Config, data: Path | None, limit: int | None, device_
 
     device = resolve(device_name)
     torch.backends.cudnn.benchmark = not config.train.deterministic  # as kit.cv trains
-    root = Path(data) if data else config.path(config.data.train)
-    paths, labels, _ = list_labelled(split_folders(root)["train"], config.classes)
+    config = get_task(config).resolve(data)  # a labels CSV settles the target kind and classes
+    task = get_task(config)
+    paths, labels, _, _ = task.labelled(data)  # folders, or a labels CSV
+    root = paths[0].parent if paths else data
     batch = config.train.batch_for()
     limit = limit or max(320, 3 * batch)  # at least three training steps
     paths, labels = paths[:limit], labels[:limit]
     if len(paths) < 3 * batch:
         raise KitError(f"bench needs at least {3 * batch} training images in {root}; found {len(paths)}")
-    task = get_task(config)
     size = config.image.test_size or config.image.size
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         images, _ = cached_decode(paths, size, Path(cache), decode_workers(config.image.decode_workers))
         build = time.perf_counter() - start
-    samples = Samples([str(p) for p in paths], np.asarray(labels), np.array(images))
+    samples = Samples([str(p) for p in paths], labels, np.array(images))
     rows = [("device", describe(device)),
             ("images", f"{len(paths)} from {root}, cached at {size}px"),
             ("decode cache build", f"{build:.1f} s ({len(paths) / build:.0f} images/s, "

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,30 @@ def run_kit(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     """Run the real CLI in a subprocess, as a user would (GPUs hidden; `env` adds variables)."""
     return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=600, env={**CPU_ENV, **(env or {})})
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_BROWSER = "Chromium is not installed (apt-get install chromium; .ci/run does)"
+
+
+def browser_drop(url: str, image: Path, shot: Path | None = None) -> str:
+    """The app's page text after headless Chromium sets `image` on the first drop zone (no click) and the app says
+    it classified it; a full-page screenshot to `shot` when given."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        page.locator("input[type=file]").first.set_input_files(str(image))
+        page.get_by_text("1 image(s) classified").wait_for(timeout=60_000)
+        text = page.locator("body").inner_text()
+        if shot is not None:
+            page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    return text
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -20,7 +20,22 @@ def test_bench_measures_training_and_prediction_against_the_ceiling(tmp_path, fo
     kit_rows = re.findall(r"\(([\d.]+)x ceiling", result.stdout)
     assert [float(r) for r in kit_rows[::2]] == [train, infer]  # the line's ratios are the measured ones
     assert re.search(r"augmentation alone +albumentations \d+ images/s .*tensor \d+ images/s", result.stdout)
-    assert "44 from" in result.stdout and "44 images x 2 TTA pass(es) x 2 folds" in result.stdout
+    assert "66 from" in result.stdout and "66 images x 2 TTA pass(es) x 2 folds" in result.stdout  # train/ + valid/
+
+
+def test_bench_reads_a_labels_csv_competition_with_its_targets_loss(tmp_path):
+    """A Planet-layout competition (tags in train.csv): the images the CSV names, trained on the tags' own loss."""
+    from test_multilabel import write_planet
+
+    data = write_planet(tmp_path / "planet")
+    assert run_kit("new", "--comp", "planet", "--data", str(data), "--competitions", str(tmp_path)).returncode == 0
+    settings = ("image.size=32 image.test_size=40 model.name=hw3_cnn model.freeze=[] model.pretrained=none "
+                "train.batch_size=8 cv.folds=2")
+    result = run_kit("bench", "--comp", str(tmp_path / "planet"), "--set", settings, "--device", "cpu",
+                     "--exports", str(tmp_path / "none"), "--rounds", "1")
+    assert result.returncode == 0, result.stderr
+    assert f"30 from {data / 'train-jpg'}" in result.stdout and "30 images x 2 TTA pass(es) x 2 folds" in result.stdout
+    assert re.search(r"^efficiency train \d+\.\d\d infer \d+\.\d\d", result.stdout, re.M)
 
 
 def test_table_bench_prints_each_learner_against_its_bare_estimator(tmp_path):

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CPU_ENV, TITANIC, run_kit
+from conftest import CHROMIUM, CPU_ENV, NO_BROWSER, TITANIC, browser_drop, run_kit
 from gradio_client import Client, handle_file
 
 from kit import runtime
@@ -300,13 +300,10 @@ def test_no_exports_is_a_clear_error(tmp_path):
         build(tmp_path)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_BROWSER)
 def test_browser_drop_shows_the_label(app_url, exports, image_export, tmp_path):
     """Chromium sets a file on the drop zone and, without clicking Classify, sees the top class."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     folder = Path(UI_EXPORTS) if UI_EXPORTS else exports
     app = None
     if UI_EXPORTS:
@@ -319,17 +316,7 @@ def test_browser_drop_shows_the_label(app_url, exports, image_export, tmp_path):
     classes = runtime.read_meta(folder / UI_COMP)["classes"]
     shot = Path(os.environ.get("KIT_SCREENSHOT", tmp_path / "ui.png"))
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
-            page.locator("input[type=file]").first.set_input_files(str(image))
-            page.get_by_text("1 image(s) classified").wait_for(timeout=60_000)
-            text = page.locator("body").inner_text()
-            page.screenshot(path=str(shot), full_page=True)
-            browser.close()
+        text = browser_drop(url, image, shot)
     finally:
         if app is not None:
             app.close()

@@ -42,6 +42,7 @@ class Target:
     usual_metric: ClassVar[str]  # `make new`'s metric when METRIC= is not given
     predicts_values: ClassVar[bool] = False  # values [N, 1] rather than class probabilities [N, K]
     library_learners: ClassVar[bool] = True  # scikit-learn, CatBoost and XGBoost learners can fit it (else: net only)
+    metric_decides: ClassVar[bool] = False  # inferred only when the metric asks for it (ordinal: qwk)
 
     def __init__(self, classes: list[str] = (), transform: str = "none"):
         self.classes, self.transform = list(classes), transform
@@ -559,6 +560,7 @@ class Ordinal(Regression):
 
     name = "ordinal"
     usual_metric = "qwk"
+    metric_decides = True
 
     @classmethod
     def claims(cls, labels: Labels) -> str | None:
@@ -689,13 +691,13 @@ def infer(values: pd.Series, metric=None, column: str = "target", kinds: list[ty
     labels = read_labels(values)
     if labels.distinct < 2:
         raise KitError(f"target {column!r} has a single value ({values.dropna().iloc[0]!r}): nothing to learn")
-    candidates = [t for t in kinds or TARGETS.values() if metric is None or t.accepts(metric)]
+    candidates = [t for t in kinds or TARGETS.values() if (t.accepts(metric) if metric else not t.metric_decides)]
     for kind in candidates:
         rule = kind.claims(labels)
         if rule:
             return kind, rule if metric is None or len(candidates) == len(TARGETS) else \
                 f"{rule}; METRIC={metric.name} scores {' or '.join(t.name for t in candidates)}"
-    others = [t.name for t in kinds or TARGETS.values() if t.claims(labels)]
+    others = [t.name for t in kinds or TARGETS.values() if t.claims(labels) and not t.metric_decides]
     raise KitError(f"metric {metric.name} scores {' or '.join(t.name for t in candidates)} targets, but {column!r} "
                    f"is {' or '.join(others)} ({labels.distinct} distinct values{', numbers' if labels.numeric else ''}"
                    f"); metrics that fit: {', '.join(fitting(*(TARGETS[o] for o in others)))}")

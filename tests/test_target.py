@@ -108,9 +108,10 @@ def test_labels_a_kind_cannot_take_are_found():
 
 
 def test_the_registries_refuse_an_unknown_name_and_list_the_known_ones():
-    assert list(TARGETS) == ["binary", "multiclass", "regression"]
-    with pytest.raises(KitError, match="unknown target type 'ordinal'; known types: binary, multiclass, regression"):
-        target_class("ordinal")
+    assert list(TARGETS) == ["multilabel", "binary", "ordinal", "multiclass", "regression"]  # the inference order
+    with pytest.raises(KitError, match="unknown target type 'survival'; known types: multilabel, binary, ordinal, "
+                                       "multiclass, regression"):
+        target_class("survival")
     assert {"net", "gbdt", "catboost", "linear"} <= set(LEARNERS)
     with pytest.raises(KitError, match="unknown learner 'svm'; known learners: .*gbdt.*net"):
         get_learner("svm")

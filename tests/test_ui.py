@@ -268,7 +268,7 @@ def test_classify_api_has_named_optional_inputs_and_named_outputs(app_url, image
     assert parameters == {"files": False, "picture": True, "competition": True, "backend": True, "device": True,
                           "top_k": True}
     assert [r["label"] for r in endpoints["/classify"]["returns"]] == [
-        "Images and their top class", "First image: top classes", "status"]
+        "Images and their answer", "First image: top classes, its tags or its value", "status"]
     assert [r["label"] for r in endpoints["/predict_shop"]["returns"]] == ["Class probabilities", "status"]
     good = sorted((image_export[1] / "valid").glob("*.jpg"))[0]
     text = tmp_path / "notes.txt"

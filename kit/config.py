@@ -385,7 +385,7 @@ def check_target(config: Config) -> None:
     from kit.tasks import task_class
 
     task, cv = task_class(config.task), config.cv
-    if config.target.type != "auto" and (config.classes or target_class(config.target.type).predicts_values):
+    if config.target.type != "auto" and config.classes:  # else the labels give the classes, where the kind has any
         target_class(config.target.type)(config.classes).check_classes()
     task.check(config)
     kind = task.known_kind(config)

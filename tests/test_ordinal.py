@@ -107,3 +107,13 @@ def test_an_ordinal_image_competition_answers_classes_from_the_run_the_export_th
         app.close()
     assert label["label"] == str(submission["diagnosis"][0]) and gallery[0]["caption"].startswith(label["label"])
     assert page is None or gallery[0]["caption"] in page
+
+
+def test_a_config_may_set_the_ordinal_type_and_leave_the_grades_to_the_labels():
+    """target.type: ordinal without classes is checked when the labels give the grades; listed classes are checked."""
+    from kit.config import load_config
+    from kit.errors import KitError
+
+    assert load_config("titanic", ["target.type=ordinal", "metric=qwk", "classes=[]"]).target.type == "ordinal"
+    with pytest.raises(KitError, match="an ordinal target needs at least three classes"):
+        load_config("titanic", ["target.type=ordinal", "metric=qwk"])  # titanic lists two classes

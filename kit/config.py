@@ -48,10 +48,11 @@ class TargetConfig:
     """What to predict: the training file's target column and its type."""
 
     column: str = "target"  # the label column of train.csv (tables, and images listed by data.labels)
-    columns: list[str] = field(default_factory=list)  # images listed by data.labels: one 0/1 column per class
-    # binary, multiclass or regression (kit/target.py), or auto: image -> binary or multiclass by the number of
-    # classes; tabular -> regression for numbers with more than 20 distinct values, else binary (2 values) or
-    # multiclass (the rule is logged)
+    columns: list[str] = field(default_factory=list)  # images listed by data.labels: one 0/1 column per class or tag
+    # multilabel, binary, ordinal, multiclass or regression (kit/target.py), or auto: image folders -> binary or
+    # multiclass by the number of classes; labels -> space-separated tags (or multi-hot columns) are multilabel,
+    # 2 values binary, 3-20 whole numbers ordinal under qwk, other few whole numbers or text multiclass, other
+    # numbers regression (the rule is logged)
     type: str = "auto"
     # regression: the learners fit transform(y) and predictions are inverted; auto is log1p for rmsle, else none
     transform: Literal["auto", "none", "log1p"] = "auto"

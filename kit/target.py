@@ -626,25 +626,14 @@ class Ordinal(Regression):
     def threshold_text(self, threshold) -> str:
         return f"cut points {', '.join(f'{t:.2f}' for t in threshold)}"
 
-    def answer(self, preds: np.ndarray, metric, threshold, names: list[str]) -> np.ndarray:
-        return np.asarray(names, dtype=object)[self.labels(preds, threshold)]
-
-    def predicted(self, preds: np.ndarray, threshold) -> np.ndarray:
-        return self.labels(preds, threshold)
-
-    def recall(self, y: np.ndarray, preds: np.ndarray, threshold) -> dict:
-        pred = self.labels(preds, threshold)
-        return {name: float((pred[y == i] == i).mean()) for i, name in enumerate(self.classes) if (y == i).any()}
+    # Answered as classes: the class-index methods of Classes, on this kind's labels (the cut points).
+    answer, predicted, recall, describe = Classes.answer, Classes.predicted, Classes.recall, Classes.describe
 
     def plot(self, y: np.ndarray, preds: np.ndarray, threshold, path: Path, metric: str, score: float) -> None:
         from kit import plots
 
         plots.confusion(y, self.labels(preds, threshold), self.classes, path / "confusion.png")
         plots.residuals(y.astype(float), preds[:, 0], path / "residuals.png", metric, score)
-
-    def describe(self, preds: np.ndarray, threshold) -> str:
-        counts = np.bincount(self.labels(preds, threshold), minlength=len(self.classes))
-        return f"predicted class counts {dict(zip(self.classes, counts.tolist(), strict=True))}"
 
     def output_contract(self, column: str, how: str) -> dict:
         return {"name": "probs", "dtype": "float32", "shape": ["N", 1], "values": True, "ordinal": True,

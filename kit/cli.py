@@ -69,6 +69,11 @@ def parser() -> argparse.ArgumentParser:
                              help="B's CV gain over A on the same folds, against the noise of the difference")
     compare.add_argument("a", help="run id or folder (the baseline)")
     compare.add_argument("b", help="run id or folder (the candidate)")
+    tune = sub.add_parser("tune", parents=[common], help="search each learner's settings with Optuna by CV; write "
+                                                         "tuned.yaml beside the config (RECIPE=tuned)")
+    tune.add_argument("--trials", type=int, help="trials per learner (default: 20, or as many as --time allows)")
+    tune.add_argument("--time", help="time for the whole search, e.g. 90s, 10m, 2h (split over the learners)")
+    tune.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in runs/<comp>/tune/)")
     bench = sub.add_parser("bench", parents=[common, device],
                            help="training and prediction images/s against the model-only ceiling")
     bench.add_argument("--data", type=Path, help="image data folder (default: the config's)")
@@ -85,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--force", action="store_true", help="rewrite an existing config.yaml")
     new.add_argument("--images", help="image competitions: the folder of DATA holding the training images "
                                       "(default: found by looking)")
+    new.add_argument("--test", help="image competitions: the folder of DATA holding the test images (default: "
+                                    "where the sample submission's or test.csv's ids are, else the test* folder)")
     new.add_argument("--competitions", type=Path, help="folder holding the competitions (default: competitions/)")
     sub.add_parser("doctor", help="this machine's torch, CUDA and ONNX Runtime, then kit's paths end to end on the "
                                   "shipped sample in a temporary folder (under 5 minutes)")
@@ -118,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         from kit.scaffold import new_competition
 
         print(new_competition(args.comp, args.data, args.competitions or COMPETITIONS_DIR, args.metric, args.target,
-                              args.id_column, args.force, images=args.images).summary())
+                              args.id_column, args.force, images=args.images, test=args.test).summary())
         return 0
     if args.command == "doctor":
         from kit.doctor import main as doctor
@@ -181,6 +188,16 @@ def _bench(config, args: argparse.Namespace) -> None:
     print(report(config, args.data, args.limit, args.device, args.rounds, args.exports, args.threads))
 
 
+def _tune(config, args: argparse.Namespace) -> None:
+    from kit.config import parse_duration
+    from kit.tune import tune
+
+    if args.trials is not None and args.trials < 1:
+        raise KitError(f"TRIALS={args.trials}: give at least 1 trial per learner")
+    seconds = parse_duration(args.time) if args.time else None
+    print(f"wrote {tune(config, args.trials, seconds, args.storage, args.runs)}")
+
+
 def _data(config, args: argparse.Namespace) -> None:
     from kit.download import fetch
 
@@ -188,7 +205,7 @@ def _data(config, args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": _train, "predict": _predict, "export": _export, "compare": _compare, "bench": _bench,
-            "data": _data}
+            "data": _data, "tune": _tune}
 
 
 def without_option(argv: list[str], name: str) -> list[str]:

@@ -79,8 +79,17 @@ def label_text(config, frame: pd.DataFrame, path: Path) -> pd.Series:
     return pd.Series([" ".join(names[row]) for row in hot], index=frame.index)
 
 
+def image_path(folder: Path, name: str) -> Path | None:
+    """The image that `name` names under `folder` (a file name or a path below it), with or without its extension."""
+    exact = folder / name
+    if exact.is_file() and exact.suffix.lower() in EXTENSIONS:
+        return exact
+    return next((p for p in (folder / f"{name}{e}" for e in sorted(EXTENSIONS)) if p.is_file()), None)
+
+
 def find_images(folder: Path, ids: list[str], what: str) -> list[Path]:
-    """The image file of each id in `folder`: the id itself, or the id with an image extension."""
+    """The image file of each id in `folder`: the id itself, or the id with an image extension; an id holding a '/'
+    is a path below the folder (`train_images/abc.jpg`)."""
     if not folder.is_dir():
         raise KitError(f"{what} image folder not found: {folder}; point data.images (or data.test) at it")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS]
@@ -91,6 +100,8 @@ def find_images(folder: Path, ids: list[str], what: str) -> list[Path]:
     found, missing, doubled = [], [], []
     for name in ids:
         candidates = [by_name[name]] if name in by_name else by_stem.get(name, [])
+        if not candidates and "/" in name:
+            candidates = [p for p in [image_path(folder, name)] if p is not None]
         if len(candidates) == 1:
             found.append(candidates[0])
         else:

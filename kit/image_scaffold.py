@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from kit.errors import KitError
+from kit.image_csv import image_path
 from kit.images import EXTENSIONS
 from kit.metrics import get_metric
 from kit.target import Multilabel, Target, infer
@@ -78,39 +79,67 @@ def _image_names(folder: Path) -> tuple[set[str], set[str]]:
     return {p.name for p in files}, {p.stem for p in files}
 
 
-def _names_images(values: pd.Series, names: tuple[set[str], set[str]]) -> bool:
+def _names_images(values: pd.Series, folder: Path, names: tuple[set[str], set[str]]) -> bool:
+    """Whether the first values each name an image of `folder`: by its file name, its name without the extension, or
+    a path under the folder (`train_images/abc.jpg`, the folder named in the column)."""
     probe = values.dropna().astype(str).head(PROBED)
-    return len(probe) > 0 and all(v in names[0] or v in names[1] for v in probe)
+    return len(probe) > 0 and all(v in names[0] or v in names[1] or ("/" in v and image_path(folder, v) is not None)
+                                  for v in probe)
+
+
+def _folders(data: Path, chosen: str | None) -> list[Path]:
+    """The folders that may hold images: the one chosen (IMAGES=, TEST=), else DATA and its sub-folders."""
+    return [data / chosen] if chosen else [data, *(p for p in sorted(data.iterdir()) if p.is_dir())]
 
 
 def find_layout(data: Path, train: pd.DataFrame, id_column: str | None = None,
                 images: str | None = None) -> Layout | None:
     """The column of train.csv naming image files in a folder of `data` (IMAGES= / ID= settle an ambiguity);
     None when no column names images (a table)."""
-    folders = [data / images] if images else [p for p in sorted(data.iterdir()) if p.is_dir()]
-    names = {folder: _image_names(folder) for folder in folders if folder.is_dir()}
+    names = {folder: _image_names(folder) for folder in _folders(data, images) if folder.is_dir()}
     columns = [id_column] if id_column else list(train.columns)
-    found = [(c, f) for c in columns if c in train for f, n in names.items() if _names_images(train[c], n)]
+    found = [(c, f) for c in columns if c in train for f, n in names.items() if _names_images(train[c], f, n)]
     if not found:
         if images:
             raise KitError(f"no column of train.csv ({', '.join(columns)}) names the images in {data / images}; "
                            "check IMAGES= (and ID=)")
         return None
     if len(found) > 1:
-        raise KitError("the training images are ambiguous: " + "; ".join(f"column {c} names the images in {f.name}/"
-                       for c, f in found) + "; settle it with ID=<column> and IMAGES=<folder>")
+        named = "; ".join(f"column {c} names the images in {f.relative_to(data)}/" for c, f in found)
+        raise KitError(f"the training images are ambiguous: {named}; settle it with ID=<column> and IMAGES=<folder>")
     column, folder = found[0]
-    return Layout(column, folder, f"column {column} names its files" + ("" if images else ", found by looking"))
+    by_path = "/" in str(train[column].iloc[0])
+    return Layout(column, folder, f"column {column} names its files{' by their path' if by_path else ''}"
+                  + ("" if images else ", found by looking"))
 
 
-def find_test(data: Path, layout: Layout, ids: pd.Series, rule: str) -> Layout:
-    """The layout with the folder holding the test images that `ids` name (the training folder when it has them)."""
-    folders = [layout.images] + [p for p in sorted(data.iterdir()) if p.is_dir() and p != layout.images]
+def find_test(data: Path, layout: Layout, ids: pd.Series, rule: str, test: str | None = None) -> Layout:
+    """The layout with the folder holding the test images that `ids` name (the training folder when it has them;
+    TEST= names the folder)."""
+    folders = _folders(data, test) if test else [layout.images, *(f for f in _folders(data, None)
+                                                                   if f != layout.images)]
     for folder in folders:
-        if _names_images(ids, _image_names(folder)):
+        if folder.is_dir() and _names_images(ids, folder, _image_names(folder)):
             return dataclasses.replace(layout, test=folder, test_rule=f"{rule} name its files")
     raise KitError(f"the test images that {rule} name are in no folder of {data} (looked in "
-                   f"{', '.join(f.name for f in folders)})")
+                   f"{', '.join(str(f.relative_to(data)) for f in folders)}); name the folder with TEST=<folder>")
+
+
+def find_test_folder(data: Path, layout: Layout, test: str | None = None) -> Layout:
+    """Without a sample submission or test.csv: every image of the test folder (TEST=, else the one folder of DATA
+    named like test* that holds images), its ids the file names without their extension."""
+    rule = "every image in it, ids are the file names without extension"
+    if test:
+        if not (data / test).is_dir():
+            raise KitError(f"TEST={test} is not a folder of {data}")
+        return dataclasses.replace(layout, test=data / test, test_rule=f"given by TEST=; {rule}")
+    found = [f for f in _folders(data, None)[1:] if f != layout.images and "test" in f.name.lower()
+             and _image_names(f)[0]]
+    if len(found) != 1:
+        raise KitError(f"{data} has neither a sample submission nor test.csv naming the test images, and "
+                       + (f"several folders of test images ({', '.join(f.name for f in found)})" if found else
+                          "no folder named test* holding images") + "; name the folder with TEST=<folder>")
+    return dataclasses.replace(layout, test=found[0], test_rule=f"the one folder named test*; {rule}")
 
 
 def infer_target(train: pd.DataFrame, layout: Layout, metric, given: str | None) -> tuple[dict, type[Target], str]:
@@ -141,7 +170,7 @@ def photo_size(folder: Path, names: list[str]) -> tuple[int, int]:
     160 px, a multiple of 32), tested up to 1.4 times larger (FixRes; at most 224 px, never above the photos)."""
     sides = []
     for name in names[:PROBED]:
-        path = folder / name if (folder / name).is_file() else next(folder.glob(f"{name}.*"), None)
+        path = image_path(folder, name)
         if path is not None:
             with Image.open(path) as image:
                 sides.append(min(image.size))
@@ -151,17 +180,17 @@ def photo_size(folder: Path, names: list[str]) -> tuple[int, int]:
 
 
 def new_image_competition(path: Path, data: Path, train: pd.DataFrame, layout: Layout, sample_path: Path | None,
-                          metric: str | None, target: str | None, today: datetime.date
+                          metric: str | None, target: str | None, today: datetime.date, test: str | None = None
                           ) -> tuple[NewImageCompetition, str]:
     """What the image competition's config.yaml holds, and its text."""
     from kit.scaffold import _read
 
     if sample_path is not None:
-        layout = find_test(data, layout, _read(sample_path).iloc[:, 0], "the sample submission's ids")
+        layout = find_test(data, layout, _read(sample_path).iloc[:, 0], "the sample submission's ids", test)
     elif (data / "test.csv").is_file():
-        layout = find_test(data, layout, _read(data / "test.csv")[layout.id], "test.csv's ids")
+        layout = find_test(data, layout, _read(data / "test.csv")[layout.id], "test.csv's ids", test)
     else:
-        raise KitError(f"{data} has neither a sample submission nor test.csv naming the test images")
+        layout = find_test_folder(data, layout, test)
     target_config, kind, type_rule = infer_target(train, layout, get_metric(metric) if metric else None, target)
     classes = target_config.get("columns") or kind.classes_of(train[target_config["column"]])
     metric, metric_rule = (metric, "given by METRIC=") if metric else (
@@ -171,6 +200,8 @@ def new_image_competition(path: Path, data: Path, train: pd.DataFrame, layout: L
                    "test": str(layout.test)}
     if sample_path is not None:
         data_config["sample"] = str(sample_path)
+    elif layout.test == layout.images and (data / "test.csv").is_file():  # the folder holds training images too
+        data_config["test"] = str(data / "test.csv")
     values = {"task": "image", "metric": metric, "data": data_config, "target": target_config,
               "image": {"size": size[0], "test_size": size[1]}, **RECIPE}
     header = f"# {path.parent.name}: written by `make new` from {data} on {today.isoformat()}; type {kind.name} " \

@@ -67,10 +67,11 @@ class NewCompetition:
 
 def new_competition(comp: str, data: str | Path, competitions: Path, metric: str | None = None,
                     target: str | None = None, id_column: str | None = None, force: bool = False,
-                    today: datetime.date | None = None, images: str | None = None):
+                    today: datetime.date | None = None, images: str | None = None, test: str | None = None):
     """Infer a competition's config from the files in `data` and write `competitions/comp/config.yaml`
     atomically; any ambiguity is a KitError naming the candidates and the option that settles it. A train.csv
-    column naming image files in a folder of `data` (IMAGES= names the folder) makes it an image competition."""
+    column naming image files in a folder of `data` (IMAGES= names the folder; TEST= the test images') makes it an
+    image competition."""
     if not NAME.fullmatch(comp):
         raise KitError(f"COMP={comp!r} is not a folder name; use letters, digits, '.', '_' and '-'")
     folder = Path(competitions) / comp
@@ -82,12 +83,13 @@ def new_competition(comp: str, data: str | Path, competitions: Path, metric: str
     layout = find_layout(data, train, id_column, images)
     if layout is not None:
         result, text = new_image_competition(path, data, train, layout, sample_path, metric, target,
-                                             today or datetime.date.today())
+                                             today or datetime.date.today(), test)
         _write(folder, path, text)
         return result
     test = _read(data / "test.csv")
     sample = _read(sample_path) if sample_path else None
     id_column, id_rule = _infer_id(train, test, sample, id_column)
+    _check_ids(data, train, test, id_column, sample, sample_path)
     target, target_rule, sample_classes = _infer_target(train, test, sample, id_column, target)
     labels = train[target]
     if labels.isna().any():
@@ -202,6 +204,23 @@ def _infer_id(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame | No
                        "column with ID=<column>")
     raise KitError(f"the id column is ambiguous: {', '.join(unique)} are unique in both train.csv and test.csv; "
                    "settle it with ID=<column>")
+
+
+def _check_ids(data: Path, train: pd.DataFrame, test: pd.DataFrame, id_column: str, sample: pd.DataFrame | None,
+               sample_path: Path | None) -> None:
+    """Each id names one row of each table, and the sample submission lists exactly test.csv's ids."""
+    from kit.submission import same_ids
+
+    for name, frame in (("train.csv", train), ("test.csv", test)):
+        ids = frame[id_column]
+        twice = ids[ids.duplicated()].dropna().unique().tolist()
+        if twice or ids.isna().any():
+            problem = f"repeats {twice[:5]}" if twice else f"is empty on line {int(ids.isna().to_numpy().argmax()) + 2}"
+            unique = [c for c in train.columns if c in test.columns and _unique(train[c]) and _unique(test[c])]
+            raise KitError(f"{data / name}: the id column {id_column!r} {problem}; an id names one row. Name a column "
+                           "unique in both tables with ID=<column>" + (f" ({', '.join(unique)})" if unique else ""))
+    if sample is not None:
+        same_ids(sample.iloc[:, 0], test[id_column], sample_path, "test.csv")
 
 
 def _infer_target(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame | None, id_column: str,

@@ -160,6 +160,56 @@ def test_make_new_refuses_ambiguous_images_and_reads_tags(tmp_path):
         tags.stdout
 
 
+def test_make_new_reads_image_paths_in_a_column_and_a_bare_test_folder(tmp_path):
+    """train.csv names each photo by its path (`train_images/tr000.jpg`); no test.csv and no sample submission: the
+    test images are every photo of the test* folder, ids their file names without extension."""
+    comp = write_competition(tmp_path / "paths", LABELS, "labels")
+    for name in ("config.yaml", "test.csv", "sample_submission.csv"):
+        (comp / name).unlink()
+    (comp / "train_images").mkdir()
+    (comp / "test").mkdir()
+    for photo in (comp / "images").iterdir():
+        photo.rename(comp / ("train_images" if photo.name.startswith("tr") else "test") / photo.name)
+    (comp / "images").rmdir()
+    frame = pd.read_csv(comp / "train.csv")
+    frame.assign(id="train_images/" + frame["id"] + ".jpg").rename(columns={"id": "path"}).to_csv(
+        comp / "train.csv", index=False)
+    comps = tmp_path / "comps"
+    new = run_kit("new", "--comp", "paths", "--data", str(comp), "--competitions", str(comps))
+    assert new.returncode == 0, new.stderr
+    assert "column path names its files by their path" in new.stdout
+    assert "the one folder named test*; every image in it" in new.stdout
+    config = yaml.safe_load((comps / "paths" / "config.yaml").read_text())
+    assert config["data"]["images"] == str(comp) and config["data"]["test"] == str(comp / "test")
+    where = ["--comp", str(comps / "paths"), "--runs", str(tmp_path / "runs")]
+    train = run_kit("train", *where, "--set", f"image.cache_dir={tmp_path / 'cache'} {FAST}")
+    assert train.returncode == 0, train.stderr
+    predict = run_kit("predict", *where)
+    assert predict.returncode == 0, predict.stderr
+    submission = pd.read_csv(tmp_path / "runs" / "paths" / "latest" / "submission.csv")
+    assert list(submission.columns) == ["path", *CLASSES]  # log_loss, multiclass's usual metric: probabilities
+    assert sorted(submission["path"]) == [f"te{i:03d}" for i in range(5)]
+    assert np.allclose(submission[CLASSES].sum(axis=1), 1, atol=1e-5)
+    (comp / "test_b").mkdir()
+    (comp / "test" / "te000.jpg").rename(comp / "test_b" / "te000.jpg")
+    two = run_kit("new", "--comp", "two", "--data", str(comp), "--competitions", str(comps))
+    assert two.returncode == 2 and "several folders of test images (test, test_b)" in two.stderr
+    assert "TEST=<folder>" in two.stderr and not (comps / "two").exists()
+    settled = run_kit("new", "--comp", "two", "--data", str(comp), "--competitions", str(comps), "--test", "test_b")
+    assert settled.returncode == 0 and "given by TEST=" in settled.stdout
+
+
+def test_make_new_names_test_csv_when_the_test_photos_share_the_training_folder(tmp_path):
+    from kit.scaffold import new_competition
+
+    comp = write_competition(tmp_path / "shared", VALUES, "values")
+    (comp / "sample_submission.csv").unlink()
+    new = new_competition("shared", comp, tmp_path / "comps", metric="rmse")
+    config = yaml.safe_load(new.path.read_text())
+    assert config["data"]["test"] == str(comp / "test.csv") and "sample" not in config["data"]
+    assert new.layout.test == comp / "images"
+
+
 @pytest.mark.skipif(not (SHARED / "food-onehot").is_dir(), reason="needs ../shared/data")
 def test_make_new_reads_the_development_image_competitions(tmp_path):
     from kit.scaffold import new_competition

@@ -42,16 +42,9 @@ def infer_kind(values: pd.Series) -> dict:
         return _kind("drop", f"constant: every filled value is {str(filled.iloc[0])!r}")
     number = pd.to_numeric(unique, errors="coerce").astype(float)
     token = unique.astype(str).str.strip().str.lower().isin(NA_TOKENS)  # "NA" in a column of numbers: missing
-    if number.notna().any() and (number.notna() | token).all() and np.isfinite(number.dropna().to_numpy()).all():
-        marked = filled.isin(unique[token].tolist()).sum() if token.any() else 0
-        n, number = n - marked, number.dropna()
-        low, high = number.min(), number.max()
-        if (n >= INDEX_MIN_ROWS and distinct == n and (number == np.round(number)).all()
-                and high - low + 1 <= 2 * n):
-            return _kind("drop", f"id-like: {n:,} different whole numbers from {low:.0f} to {high:.0f} "
-                                 "(a running index)")
-        empty = f" ({len(values) - n:,} empty{' or NA' if marked else ''})" if len(values) > n else ""
-        return _kind("numeric", f"all {n:,} values are numbers{empty}")
+    finite = np.isfinite(number)
+    if finite.any() and (number.notna() | token).all():
+        return _numeric_kind(values, filled, unique, number, token, finite)
     sample = filled.sample(SAMPLE, random_state=0) if n > SAMPLE else filled
     fmt = date_format(sample)
     if fmt:
@@ -67,6 +60,31 @@ def infer_kind(values: pd.Series) -> dict:
         return _kind("drop", f"id-like: each of the {n:,} values is different, and not free text")
     return _kind("text", f"{distinct:,} distinct short values of {n:,}: too many for categories; "
                          "kit uses their length and word count")
+
+
+def _numeric_kind(values: pd.Series, filled: pd.Series, unique: pd.Series, number: pd.Series, token: pd.Series,
+                  finite: pd.Series) -> dict:
+    """A column of numbers: numeric, or dropped as a running index. NA tokens and values too large for a float
+    (inf, 1e999) are read as missing, and the reason says how many."""
+    marked = filled.isin(unique[token].tolist()).sum() if token.any() else 0
+    huge = unique[number.notna() & ~finite]
+    infinite = int(filled.isin(huge.tolist()).sum())
+    n, number = len(filled) - marked - infinite, number[finite]
+    low, high = number.min(), number.max()
+    if (n >= INDEX_MIN_ROWS and len(number) == n and (number == np.round(number)).all()
+            and high - low + 1 <= 2 * n):
+        return _kind("drop", f"id-like: {n:,} different whole numbers from {low:.0f} to {high:.0f} (a running index)")
+    empty = len(values) - len(filled) + marked
+    notes = [f"{empty:,} empty{' or NA' if marked else ''}"] if empty else []
+    notes += [f"{infinite:,} infinite or too large for a float, e.g. {huge.iloc[0]!r}, read as missing"] if infinite \
+        else []
+    return _kind("numeric", f"all {n:,} values are numbers" + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def numbers(values: pd.Series) -> pd.Series:
+    """A column as floats: what is not a finite number (text, NA, inf, 1e999) is NaN, i.e. missing."""
+    number = pd.to_numeric(values, errors="coerce").astype(float)
+    return number.where(np.isfinite(number))
 
 
 def date_format(values: pd.Series) -> str | None:

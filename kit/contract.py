@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kit.columns import numbers
 from kit.encoding import encode_folds
 from kit.errors import KitError
 from kit.images import decode
+
+log = logging.getLogger(__name__)
 
 CATEGORIES = 20  # a text column with at most this many distinct training values is offered as a choice
 
@@ -37,17 +41,23 @@ def sha256(path: Path) -> str:
 
 
 def parse_numeric(frame: pd.DataFrame, columns: list[str], where: str) -> pd.DataFrame:
-    """Columns as floats (empty -> NaN); a value that is not a finite number is refused with its line."""
+    """Columns as floats (empty -> NaN; inf and values too large for a float are missing too, as in training); a
+    value that is not a number is refused with its line."""
     frame = frame.copy()
     for column in columns:
         text = frame[column]
         number = pd.to_numeric(text, errors="coerce")
-        bad = (text.notna() & number.isna()) | np.isinf(number)
+        bad = text.notna() & number.isna()
         if bad.any():
             row = int(bad.to_numpy().argmax())
             raise KitError(f"{where}: column {column!r} must be numeric, but line {row + 2} holds {text.iloc[row]!r} "
-                           "(leave missing values empty; NaN and inf are refused)")
-        frame[column] = number.astype(float)
+                           "(leave missing values empty)")
+        frame[column] = numbers(number)
+        infinite = number.notna() & frame[column].isna()
+        if infinite.any():
+            row = int(infinite.to_numpy().argmax())
+            log.warning("%s: column %r holds %d infinite or too large value(s) (line %d: %r), read as missing",
+                        where, column, int(infinite.sum()), row + 2, text.iloc[row])
     return frame
 
 
@@ -68,7 +78,7 @@ def describe_table(raw: pd.DataFrame, names: list[str], numeric: list[str], stat
     """meta.json["input"] of a tabular export: the raw columns a row needs (with what training saw of them, for
     forms and checks; `numeric` are numbers, the rest text), the feature file (name and sha256, copied into the
     export), and the fitted encodings."""
-    columns = [_numeric_column(pd.to_numeric(raw[c]), c) if c in numeric else _text_column(raw[c], c)
+    columns = [_numeric_column(numbers(raw[c]), c) if c in numeric else _text_column(raw[c], c)
                for c in names]
     return {"kind": "table", "name": "features", "dtype": "float32", "layout": "NF", "shape": ["N", width],
             "id": id_column, "columns": columns, "code": code,

@@ -26,6 +26,7 @@ from kit.learners import get_learner
 from kit.metrics import metric_of
 from kit.predict import ensemble_probs
 from kit.report import summarize_run
+from kit.submission import check_test_ids
 from kit.target import Target, get_target
 from kit.tasks import Samples, Task, get_task
 
@@ -100,6 +101,7 @@ def load_training(config: Config, data: Path | None, dist: Dist) -> tuple[Config
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: let cuDNN time its kernels once
     config = get_task(config).resolve(data)
     task = get_task(config)
+    check_test_ids(config, task.test_ids())  # a wrong sample submission is refused now, not after the training
     if not dist.main:
         dist.barrier()
     train = task.load("train", data)
@@ -165,19 +167,15 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     """Train one fold's learners (the network from its resume checkpoint when there is one) on the same fitted
     preprocessing, and save them with each learner's OOF predictions."""
     fold_start = time.perf_counter()
-    seed = config.train.seed + fold
-    seed_everything(seed)
-    part, valid = train.subset(split[0]), train.subset(split[1])
-    job = FoldJob(task, config, part, valid, task.fit(part), fold, seed, run_dir, dist, writer)
+    job = fold_job(task, config, train, split, fold, run_dir, dist, writer)
+    part, valid = job.part, job.valid
     fitted, row, history = {}, {"fold": fold}, []
     for name in config.learners:
         fitted[name], own_row, own_history = get_learner(name).fit(job)
         row, history = row | own_row, history + own_history
     if not dist.main:
         return
-    oof_model = task.ensemble([fitted], [job.state], None).to(dist.device).eval()  # the CPU-fitted learners too
-    preds = ensemble_probs(oof_model, task.batches(valid, [job.state]), len(valid), dist.device,
-                           desc=f"fold {fold} OOF", unit=task.unit).numpy()  # [rows, learners, classes (or 1 value)]
+    preds = oof_predictions(job, fitted)
     metric, target = metric_of(config), job.target
     scores = {name: metric.score(valid.y, target.inverse(preds[:, i])) for i, name in enumerate(fitted)}
     row |= {"score": metric.score(valid.y, target.inverse(preds.mean(1))), "learners": scores,
@@ -185,6 +183,22 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     meta = {"fold": fold, "score": row["score"], "preprocessing": job.state, "summary": row, "history": history}
     runs.save_fold(run_dir, fold, {name: m.cpu() for name, m in fitted.items()}, meta, preds)
     log_fold(row, scores, metric.name, task.score_names())
+
+
+def fold_job(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int, run_dir: Path,
+             dist: Dist = SINGLE, writer: SummaryWriter | None = None) -> FoldJob:
+    """A fold's rows and the preprocessing fitted on its training part, with the RNGs seeded for the fold."""
+    seed = config.train.seed + fold
+    seed_everything(seed)
+    part, valid = train.subset(split[0]), train.subset(split[1])
+    return FoldJob(task, config, part, valid, task.fit(part), fold, seed, run_dir, dist, writer)
+
+
+def oof_predictions(job: FoldJob, fitted: dict[str, torch.nn.Module]) -> np.ndarray:
+    """Each fitted learner's predictions for the fold's validation rows: [rows, learners, classes (or 1 value)]."""
+    model = job.task.ensemble([fitted], [job.state], None).to(job.dist.device).eval()  # the CPU-fitted learners too
+    return ensemble_probs(model, job.task.batches(job.valid, [job.state]), len(job.valid), job.dist.device,
+                          desc=f"fold {job.fold} OOF", unit=job.task.unit).numpy()
 
 
 def log_fold(row: dict, scores: dict, metric: str, names: tuple[str, str]) -> None:

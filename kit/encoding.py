@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from kit.columns import numbers
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def fit_auto(frame: pd.DataFrame, spec, y: np.ndarray, classes: int) -> dict:
             entry["hour"] = "hour" in date_parts(frame[column], entry.get("format")).columns
     frame = _derive(frame, state["kinds"])
     for column in _of_kind(state["kinds"], "numeric", "date", "text", derived=frame.columns):
-        state["numeric"][column] = _fit_number(pd.to_numeric(frame[column], errors="coerce"))
+        state["numeric"][column] = _fit_number(numbers(frame[column]))
     target = _ordering_target(y, classes)
     for column in _of_kind(state["kinds"], "categorical"):
         keys = _keys(frame[column])
@@ -155,7 +156,7 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
     frame = _derive(frame, state["kinds"])
     numbers, gaps = [], []
     for column, entry in state["numeric"].items():
-        values = pd.to_numeric(frame[column], errors="coerce")
+        values = numbers(frame[column])
         filled = values.fillna(entry["median"])
         filled = _signed_log(filled) if entry["log"] else filled
         numbers.append(((filled - entry["mean"]) / entry["std"]).to_numpy(dtype=np.float32))

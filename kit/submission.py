@@ -35,6 +35,33 @@ def read_sample(config: Config) -> pd.DataFrame | None:
     return sample
 
 
+def check_test_ids(config: Config, ids: list[str] | None) -> None:
+    """Before training: the test ids (None while the test data is not there) are unique and are the sample
+    submission's, so a mismatch is found before the minutes are spent, not by `make predict` after them."""
+    if ids is None:
+        return
+    twice = pd.Series(ids)[pd.Series(ids).duplicated()].unique().tolist()
+    if twice:
+        raise KitError(f"the test data repeats the id(s) {twice[:5]} ({config.data.id}); each test row needs its own "
+                       "id (check data.id, or ID= for `make new`)")
+    sample = read_sample(config)
+    if sample is not None:
+        same_ids(sample.iloc[:, 0], ids, config.path(config.data.sample), "the test set")
+
+
+def same_ids(sample_ids: pd.Series, test_ids, sample: Path, test: str) -> None:
+    """Refuse a sample submission whose ids are not the test ids: its rows are the ones the competition scores."""
+    given, wanted = set(sample_ids.astype(str)), set(map(str, test_ids))
+    if given == wanted:
+        return
+    extra, lacking = sorted(given - wanted), sorted(wanted - given)
+    parts = [f"{len(extra):,} of its ids are not in {test} (e.g. {extra[:3]})"] if extra else []
+    parts += [f"{len(lacking):,} ids of {test} are not in it (e.g. {lacking[:3]})"] if lacking else []
+    raise KitError(f"the sample submission {sample} does not list the test ids: {'; '.join(parts)}. The sample and "
+                   "the test data must come from the same competition: check DATA=, TEST= and data.sample (or remove "
+                   "data.sample)")
+
+
 def columns(config: Config, sample: pd.DataFrame | None) -> tuple[str, list[str], bool]:
     """(id column, value columns, one column per class?) of the submission."""
     sub = config.submission
@@ -88,10 +115,8 @@ def validate_submission(frame: pd.DataFrame, expected_ids: list[str], config: Co
     missing = sorted(set(map(str, expected_ids)) - set(ids))
     if missing:
         raise KitError(f"submission lacks test ids {missing[:5]} (and has ids not in the test set instead)")
-    if sample is not None and set(sample[id_column].astype(str)) != set(ids):
-        extra = sorted(set(ids) - set(sample[id_column].astype(str)))[:5]
-        raise KitError(f"the test ids differ from the sample submission's ids (e.g. {extra}); the test file and "
-                       "data.sample must belong to the same competition")
+    if sample is not None:
+        same_ids(sample[id_column], ids, config.path(config.data.sample), "the test set")
     for column in values:
         _check_values(frame[column], column, config, per_class)
 

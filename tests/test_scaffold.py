@@ -241,3 +241,48 @@ def test_bike_sharing_shape_the_user_story(tmp_path):
     assert kinds_of(new) == {"season": "numeric", "temp": "numeric"} and new.id_is_date
     text = new.path.read_text()
     assert "#   datetime: id (its values are dates)" in text and "#   casual: drop (in train.csv but not" in text
+
+
+def test_bad_tables_are_refused_before_anything_is_written(tmp_path):
+    """The bad tables of issue 30: a semicolon-separated CSV, an ID= that repeats in test.csv, a sample submission
+    that lists other ids; each is one KitError naming the problem and what to do, and no config is written."""
+    comps = tmp_path / "comps"
+    semi = tmp_path / "semi"
+    semi.mkdir()
+    (semi / "train.csv").write_text("id;x;y\n" + "".join(f"{i};{i % 7};{i % 2}\n" for i in range(30)))
+    (semi / "test.csv").write_text("id;x\n" + "".join(f"{i};{i % 7}\n" for i in range(30, 40)))
+    with pytest.raises(KitError, match=r"train.csv looks separated by ';', not by commas \(its header: 'id;x;y'\).*"
+                                       r"sep=';'"):
+        new_competition("semi", semi, comps)
+    repeated = write_comp(tmp_path / "rep", {"id": range(30), "g": range(100, 130), "y": [0, 1] * 15},
+                          {"id": range(30, 40), "g": [1, 1, 2, 3, 4, 5, 6, 7, 8, 9]})
+    with pytest.raises(KitError, match=r"test.csv: the id column 'g' repeats \['1'\]; an id names one row.*ID=<column> "
+                                       r"\(id\)"):
+        new_competition("rep", repeated, comps, id_column="g")
+    other = write_comp(tmp_path / "other", {"id": range(30), "x": range(30), "y": [0, 1] * 15},
+                       {"id": range(30, 40), "x": range(10)}, {"id": range(100, 110), "y": 0})
+    with pytest.raises(KitError, match=r"does not list the test ids: 10 of its ids are not in test.csv \(e.g. "
+                                       r"\['100', '101', '102'\]\); 10 ids of test.csv are not in it"):
+        new_competition("other", other, comps)
+    assert not comps.exists() or not any(comps.iterdir())
+
+
+def test_a_sample_of_other_ids_is_refused_by_train_before_a_run_folder(tmp_path):
+    data = write_comp(tmp_path / "d", {"id": range(40), "x": range(40), "y": [0, 1] * 20},
+                      {"id": range(40, 50), "x": range(10)}, {"id": range(40, 50), "y": 0})
+    new = new_competition("d", data, tmp_path / "comps")
+    pd.DataFrame({"id": range(41, 51), "y": 0}).to_csv(data / "sample_submission.csv", index=False)
+    train = run_kit("train", "--comp", str(new.path.parent), "--runs", str(tmp_path / "runs"))
+    assert train.returncode == 2 and "error: the sample submission" in train.stderr
+    assert "1 of its ids are not in the test set (e.g. ['50'])" in train.stderr
+    assert "1 ids of the test set are not in it (e.g. ['40'])" in train.stderr and "Traceback" not in train.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_column_of_numbers_with_inf_is_numeric_and_says_so(tmp_path):
+    values = [str(i * 1.5) for i in range(28)] + ["inf", "1e999"]
+    test = {"id": range(30, 35), "x": ["1", "-inf", "2", "3", ""]}
+    data = write_comp(tmp_path / "d", {"id": range(30), "x": values, "y": [0, 1] * 15}, test)
+    new = new_competition("d", data, tmp_path / "comps")
+    assert new.kinds["x"] == {"kind": "numeric", "reason": "all 28 values are numbers (2 infinite or too large for "
+                                                           "a float, e.g. 'inf', read as missing)"}

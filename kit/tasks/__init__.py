@@ -81,6 +81,10 @@ class Task(Protocol):
     def batches(self, samples: Samples, states: list[dict]) -> Iterator[torch.Tensor]:
         """The ensemble's input for `samples`, in batches."""
 
+    def test_ids(self) -> list[str] | None:
+        """The config's test ids, read cheaply (None while its test data is not there): checked against the sample
+        submission before training."""
+
     def raw_test(self, path: Path | None = None) -> tuple[list[str], Any]:
         """(ids, raw test inputs: table rows or image files) as a serving program passes them to kit.runtime."""
 

@@ -138,6 +138,10 @@ class ImageTask:
         paths = list_unlabelled(Path(path) if path else self.config.path(self.config.data.test))
         return [p.stem for p in paths], paths
 
+    def test_ids(self) -> list[str] | None:
+        test = self.config.data.test
+        return self.test_files()[0] if test and self.config.path(test).exists() else None
+
     def _load_test(self, path: Path | None) -> Samples:
         ids, paths = self.test_files(path)
         images, bad = self._decode(paths)

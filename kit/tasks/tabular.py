@@ -3,6 +3,7 @@ learners on it: the MLP (trained by the shared loop), gradient-boosted trees, lo
 
 from __future__ import annotations
 
+import csv
 import logging
 import shutil
 from collections.abc import Iterator
@@ -87,6 +88,16 @@ class TabularTask:
     def tta_meta(self) -> None:
         """Tables have no test-time augmentation."""
         return None
+
+    def test_ids(self) -> list[str] | None:
+        path = self.config.path(self.config.data.test)
+        if not path.is_file():
+            return None
+        column = self.config.data.id
+        try:
+            return pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[column])[column].tolist()
+        except (ValueError, pd.errors.ParserError):  # read_table names the problem precisely
+            return read_table(path, self.config, labelled=False)[column].tolist()
 
     def raw_test(self, path: Path | None = None) -> tuple[list[str], pd.DataFrame]:
         """(ids, the raw rows) of the test split, as a serving program would pass them to kit.runtime."""
@@ -199,8 +210,25 @@ def read_csv_text(path: Path) -> pd.DataFrame:
         raise KitError(f"{path} is not a well-formed CSV: {exc}") from None
     if frame.empty:
         raise KitError(f"{path} has a header but no data rows")
+    if frame.shape[1] == 1:
+        _refuse_other_separator(path, str(frame.columns[0]))
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _refuse_other_separator(path: Path, header: str) -> None:
+    """A one-column read whose header holds ';', tab or '|': the file is separated by that, not by commas."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        head = f.read(1 << 16)
+    try:
+        sep = csv.Sniffer().sniff(head, delimiters=";\t|").delimiter
+    except csv.Error:  # no consistent separator: a genuine one-column file
+        return
+    if sep in header:
+        shown = {"\t": "tabs"}.get(sep, repr(sep))
+        raise KitError(f"{path} looks separated by {shown}, not by commas (its header: {header[:80]!r}); kit reads "
+                       f"comma-separated files: re-save it with commas, e.g. python -c \"import pandas as pd; "
+                       f"pd.read_csv('{path}', sep={sep!r}, dtype=str).to_csv('{path}', index=False)\"")
 
 
 def read_table(path: Path, config: Config, labelled: bool, check_target: bool = True) -> pd.DataFrame:

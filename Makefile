@@ -10,6 +10,7 @@ KIT      = $(PY) -m kit
 # NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
 # export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime), RECIPE (a file beside the config laid
 # over it: RECIPE=gpu reads competitions/$(COMP)/gpu.yaml), TORCH=cpu (setup: PyTorch's CPU-only wheels)
+# TRIALS, TIME (90s, 10m, 1h), STORAGE (an Optuna database URL): make tune
 ARGS = $(strip --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)))
 
 # Each recipe is one line: make echoes a command as written, so a `\`-continued recipe printed its backslash and
@@ -36,7 +37,7 @@ endif
 PORT    ?= 7860
 EXPORTS ?= exports
 
-.PHONY: setup new train predict compare export ui data bench doctor test lint docs docs-serve clean help
+.PHONY: setup new train predict compare export ui data tune bench doctor test lint docs docs-serve clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -77,9 +78,9 @@ endif
 
 NEW_ARGS = $(strip --comp $(COMP) --data "$(DATA)" $(if $(METRIC),--metric "$(METRIC)") \
 	$(if $(TARGET),--target "$(TARGET)") $(if $(ID),--id "$(ID)") $(if $(IMAGES),--images "$(IMAGES)") \
-	$(if $(filter 1,$(FORCE)),--force))
+	$(if $(TEST),--test "$(TEST)") $(if $(filter 1,$(FORCE)),--force))
 
-new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, IMAGES, FORCE=1)
+new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, IMAGES, TEST, FORCE=1)
 	$(KIT) new $(NEW_ARGS)
 
 train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
@@ -103,6 +104,9 @@ ui: setup  ## Gradio app over the exports, on http://127.0.0.1:$(PORT)
 
 data: setup  ## download the competition data (Kaggle credentials), or print the manual steps
 	$(KIT) data $(ARGS) $(if $(DATA),--data $(DATA))
+
+tune: setup  ## search each learner's settings by CV with Optuna; writes competitions/$(COMP)/tuned.yaml (TRIALS, TIME, STORAGE)
+	$(KIT) tune $(ARGS) $(if $(TRIALS),--trials $(TRIALS)) $(if $(TIME),--time $(TIME)) $(if $(STORAGE),--storage "$(STORAGE)")
 
 bench: setup  ## training and predict images/s against the model-only ceiling on this device (RECIPE=gpu, DEVICE)
 	$(KIT) bench --comp $(BENCH_COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)) $(if $(DATA),--data $(DATA)) $(if $(DEVICE),--device $(DEVICE))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -264,6 +265,14 @@ def _with_learner_sections(base: type) -> type:
 
 
 Config = _with_learner_sections(Config)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as 90, 90s, 10m, 1.5h (TIME=)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", str(text))
+    if not match or float(match[1]) <= 0:
+        raise KitError(f"TIME={text!r} is not a duration; give seconds, or minutes or hours: 90s, 10m, 1.5h")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def known_competitions() -> list[str]:

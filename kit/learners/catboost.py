@@ -40,6 +40,12 @@ class CatBoostConfig:
                 ("depth", self.depth, 1, 16), ("l2_leaf_reg", self.l2_leaf_reg, 0, 1e6),
                 ("max_rows", self.max_rows, 0, 1e12)]
 
+    def space(self, target, rows: int) -> dict[str, tuple[float, float]]:
+        """What `make tune` searches (log scale; whole numbers where the default is one). Without early stopping
+        CatBoost picks its own learning rate for the rows, so the rate is searched only with it."""
+        rate = {"learning_rate": (0.01, 0.3)} if early_stopping(self.early_stopping, rows) else {}
+        return {"depth": (4, 10), "l2_leaf_reg": (0.3, 30.0), **rate}
+
 
 @register
 class CatBoost(Compiled):

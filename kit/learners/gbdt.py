@@ -38,6 +38,13 @@ class GBDTConfig:
                 ("learning_rate", self.learning_rate, 1e-6, 10.0),
                 ("l2_regularization", self.l2_regularization, 0, 1e6)]
 
+    def space(self, target, rows: int) -> dict[str, tuple[float, float]]:
+        """What `make tune` searches (log scale; whole numbers where the default is one): with early stopping the
+        rounds are found by it, else they are searched too."""
+        rounds = {} if early_stopping(self.early_stopping, rows) else {"max_iter": (50, 2000)}
+        return {"learning_rate": (0.01, 0.3), "max_leaf_nodes": (7, 127), "min_samples_leaf": (2, 200),
+                "l2_regularization": (1e-3, 30.0), **rounds}
+
 
 @register
 class GBDT(Compiled):

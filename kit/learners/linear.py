@@ -25,6 +25,10 @@ class LinearConfig:
     def ranges(self) -> list[tuple[str, float, float, float]]:
         return [("C", self.C, 1e-9, 1e9), ("max_iter", self.max_iter, 1, 1_000_000)]
 
+    def space(self, target, rows: int) -> dict[str, tuple[float, float]]:
+        """What `make tune` searches (log scale): the strength for classes; RidgeCV picks its own for values."""
+        return {} if target.predicts_values else {"C": (1e-3, 100.0)}
+
 
 @register
 class Linear(Compiled):

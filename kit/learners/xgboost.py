@@ -42,6 +42,12 @@ class XGBoostConfig:
                 ("max_depth", self.max_depth, 1, 64), ("min_child_weight", self.min_child_weight, 0, 1e9),
                 ("reg_lambda", self.reg_lambda, 0, 1e6), ("max_bin", self.max_bin, 2, 65_536)]
 
+    def space(self, target, rows: int) -> dict[str, tuple[float, float]]:
+        """What `make tune` searches (log scale; whole numbers where the default is one). Without early stopping
+        XGBoost's own defaults fix the rounds and the rate, so the rate is searched only with it."""
+        rate = {"learning_rate": (0.01, 0.3)} if early_stopping(self.early_stopping, rows) else {}
+        return {"max_depth": (2, 10), "min_child_weight": (0.5, 50.0), "reg_lambda": (0.01, 30.0), **rate}
+
 
 @register
 class XGBoost(Compiled):

@@ -154,15 +154,15 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
     if missing:
         raise KitError(f"the input lacks column(s) {missing}, which the model was trained with")
     frame = _derive(frame, state["kinds"])
-    numbers, gaps = [], []
+    scaled, gaps = [], []
     for column, entry in state["numeric"].items():
         values = numbers(frame[column])
         filled = values.fillna(entry["median"])
         filled = _signed_log(filled) if entry["log"] else filled
-        numbers.append(((filled - entry["mean"]) / entry["std"]).to_numpy(dtype=np.float32))
+        scaled.append(((filled - entry["mean"]) / entry["std"]).to_numpy(dtype=np.float32))
         if entry["missing"]:
             gaps.append(values.isna().to_numpy(dtype=np.float32))
-    parts = [np.stack(numbers + gaps, axis=1)] if numbers or gaps else []
+    parts = [np.stack(scaled + gaps, axis=1)] if scaled or gaps else []
     for column, vocab in state["categorical"].items():
         codes = pd.Categorical(_keys(frame[column]), categories=vocab).codes  # -1: not a one-hot value
         onehot = np.zeros((len(frame), len(vocab)), dtype=np.float32)

@@ -50,7 +50,7 @@ class TargetConfig:
 
     column: str = "target"  # the label column of train.csv (tables, and images listed by data.labels)
     columns: list[str] = field(default_factory=list)  # images listed by data.labels: one 0/1 column per class or tag
-    # multilabel, binary, ordinal, multiclass or regression (kit/target.py), or auto: image folders -> binary or
+    # multilabel, binary, ordinal, multiclass or regression (kit/target/), or auto: image folders -> binary or
     # multiclass by the number of classes; labels -> space-separated tags (or multi-hot columns) are multilabel,
     # 2 values binary, 3-20 whole numbers ordinal under qwk, other few whole numbers or text multiclass, other
     # numbers regression (the rule is logged)

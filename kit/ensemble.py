@@ -114,7 +114,7 @@ class Unstandardize(nn.Module):
 
 
 class TargetInverse(nn.Module):
-    """The served ensemble's regression answer back in the target's own units (kit/target.py's inverse); for
+    """The served ensemble's regression answer back in the target's own units (kit/target/'s inverse); for
     classification and untransformed values, the ensemble unchanged."""
 
     def __init__(self, ensemble: nn.Module, transform: str = "none"):

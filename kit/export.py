@@ -174,7 +174,7 @@ def metadata(config: Config, run_dir: Path, states: list[dict], folder: Path, pa
 
 
 def output_contract(config: Config) -> dict:
-    """meta.json["output"]: class probabilities, or values in the target's units (kit/target.py)."""
+    """meta.json["output"]: class probabilities, or values in the target's units (kit/target/)."""
     return get_target(config).output_contract(
         config.target.column, "the learners blended with the weights in `learners`, averaged over folds")
 

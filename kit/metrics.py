@@ -36,7 +36,7 @@ class Metric:
     multilabel_only: bool = False  # ... and nothing else
     ordinal: bool = False  # scores ordered classes: an ordinal target answers it from a value and cut points
     transform: str = "none"  # what regression learners fit for it: log1p(y) for RMSLE (AutoGluon's choice too)
-    target: Any = None  # the Target (kit/target.py) whose predictions it scores: get_metric binds it
+    target: Any = None  # the Target (kit/target/) whose predictions it scores: get_metric binds it
 
     @property
     def sign(self) -> float:

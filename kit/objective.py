@@ -11,7 +11,7 @@ from kit.metrics import Metric
 
 
 class Objective:
-    """The fold's target kind decides the loss and how raw outputs become predictions (kit/target.py): cross-entropy
+    """The fold's target kind decides the loss and how raw outputs become predictions (kit/target/): cross-entropy
     on logits (optionally class-weighted and label-smoothed) for classes, binary cross-entropy per tag for tags,
     squared error on the standardised transform(y) for values, with the scale in the fold's preprocessing `state`."""
 

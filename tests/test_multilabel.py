@@ -1,4 +1,4 @@
-"""Multi-label tags (kit/target.py `Multilabel`): the metrics against scikit-learn, multi-label stratified folds,
+"""Multi-label tags (kit/target/tags.py `Multilabel`): the metrics against scikit-learn, multi-label stratified folds,
 per-tag thresholds chosen on OOF rows only, and a Planet-layout competition (train-jpg/, a space-separated `tags`
 column, the test images named by the sample submission) from `make new` through training, the submission, the
 export, kit.runtime and the app. Tiny generated images, real training."""

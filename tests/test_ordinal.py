@@ -1,6 +1,6 @@
-"""Ordinal targets (kit/target.py `Ordinal`): ordered classes scored by qwk are fitted as a regression on the class
-index and answered through cut points chosen on OOF rows (cross-fitted); the submission, the export, kit.runtime and
-the app answer the class. Tiny generated images, real training."""
+"""Ordinal targets (kit/target/values.py `Ordinal`): ordered classes scored by qwk are fitted as a regression on the
+class index and answered through cut points chosen on OOF rows (cross-fitted); the submission, the export,
+kit.runtime and the app answer the class. Tiny generated images, real training."""
 
 from __future__ import annotations
 

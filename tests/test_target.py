@@ -1,4 +1,4 @@
-"""Each target kind (kit/target.py) on fixed inputs: the one inference rule, fold strata, the network's link, the
+"""Each target kind (kit/target/) on fixed inputs: the one inference rule, fold strata, the network's link, the
 scale and its inverse, what a metric and a submission get; and the kind and learner registries."""
 
 from __future__ import annotations

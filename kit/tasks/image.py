@@ -64,7 +64,7 @@ class ImageTask:
         return list(config.classes) if image_csv.listed(config) else [str(i) for i in range(len(config.classes))]
 
     def resolve(self, path: Path | None = None) -> Config:
-        """The config with the target kind (and, for a labels CSV, the classes) settled, as kit/target.py does."""
+        """The config with the target kind (and, for a labels CSV, the classes) settled, as kit/target/ does."""
         config, columns = self.config, self.config.target.columns
         if image_csv.listed(config):
             labels_csv, _ = image_csv.training_files(config, path)

@@ -57,7 +57,7 @@ class TabularTask:
         return "valid", "OOF"
 
     def resolve(self, path: Path | None = None) -> Config:
-        """The config with the target's type and classes settled from the training labels (kit/target.py)."""
+        """The config with the target's type and classes settled from the training labels (kit/target/)."""
         file = Path(path) if path else self.config.path(self.config.data.train)
         if file.is_dir():
             file = file / Path(self.config.data.train).name

@@ -79,15 +79,16 @@ def ensemble_probs(ensemble: torch.nn.Module, batches: Iterable[torch.Tensor], t
     stream = prefetch(batches, device)
     first = next(stream, None)  # the first batch is read before the bar first shows
     unit = f" {unit}"
-    with torch.inference_mode(), tqdm(total=total, desc=desc, unit=unit, mininterval=1.0) as bar:
+    quiet = not log.isEnabledFor(logging.INFO)  # make tune silences the per-fold lines of its trials
+    with torch.inference_mode(), tqdm(total=total, desc=desc, unit=unit, mininterval=1.0, disable=quiet) as bar:
         for x in itertools.chain([] if first is None else [first], stream):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 outputs.append(ensemble(x).float().cpu())
             bar.update(len(x))
     probs = torch.cat(outputs)
     seconds = time.perf_counter() - start
-    log.info("%s: %d%s in %.1f s (%.1f%s/s) on %s, amp %s", desc, len(probs), bar.unit, seconds,
-             len(probs) / max(seconds, 1e-9), bar.unit, describe(device), amp)
+    log.info("%s: %d%s in %.1f s (%.1f%s/s) on %s, amp %s", desc, len(probs), unit, seconds,
+             len(probs) / max(seconds, 1e-9), unit, describe(device), amp)
     return probs
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import yaml
+from optuna.trial import TrialState
 
 from kit import atomic, runs
 from kit.config import Config
@@ -42,7 +43,9 @@ TRIALS = 20  # per learner, when neither TRIALS= nor TIME= is given
 def tune(config: Config, trials: int | None, seconds: float | None, storage: str | None,
          runs_dir: Path = runs.RUNS_DIR) -> Path:
     """Search each tunable learner of the config; write tuned.yaml beside it and return its path."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # kit logs each trial itself
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # kit logs each trial itself, one line
+    for quiet in ("kit.predict", "kit.learners.compiled"):  # not each fold of each trial
+        logging.getLogger(quiet).setLevel(logging.WARNING)
     config, task, train = load_training(config, None, SINGLE)
     splits = make_splits(config, train)
     folder = Path(runs_dir) / config.competition / "tune"
@@ -107,7 +110,9 @@ def search(config: Config, name: str, space: dict, jobs: list, trials: int | Non
         sampler=optuna.samplers.TPESampler(seed=config.train.seed + len(_stored_trials(storage, study))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
     current = {key: getattr(defaults, key) for key in space}
-    study.enqueue_trial(current, user_attrs={"current": True}, skip_if_exists=True)
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    if not any(current in (t.params, t.system_attrs.get("fixed_params")) for t in study.get_trials(states=live)):
+        study.enqueue_trial(current, user_attrs={"current": True})  # once per study (a failed one runs again)
     started = time.perf_counter()
 
     def objective(trial: optuna.Trial) -> float:
@@ -140,7 +145,7 @@ def _stored_trials(storage: str, study: str) -> list:
 def summarize(study: optuna.Study, metric, current: dict) -> dict:
     """The best trial against the current settings' trial, fold by fold: kept when the paired gain is above twice
     its standard error."""
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     base = next((t for t in done if t.user_attrs.get("current") or t.params == current), None)
     best = study.best_trial
     if base is None:
@@ -148,7 +153,7 @@ def summarize(study: optuna.Study, metric, current: dict) -> dict:
     gain = metric.sign * (np.asarray(best.user_attrs["folds"]) - np.asarray(base.user_attrs["folds"]))
     se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else float("inf")
     kept = bool(gain.mean() > 2 * se)
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
     return {"study": study.study_name, "trials": len(done), "pruned": pruned, "best_trial": best.number,
             "settings": best.params if kept else current, "best": best.params, "current": current,
             "cv": float(best.value), "folds": best.user_attrs["folds"], "sd": float(np.std(best.user_attrs["folds"])),
@@ -159,10 +164,10 @@ def summarize(study: optuna.Study, metric, current: dict) -> dict:
 def _logger(name: str, metric: str, started: float):
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         elapsed = time.perf_counter() - started
-        if trial.state == optuna.trial.TrialState.PRUNED:
+        if trial.state == TrialState.PRUNED:
             log.info("%s trial %d: pruned after fold %d (%.0f s)", name, trial.number, trial.last_step, elapsed)
             return
-        if trial.state != optuna.trial.TrialState.COMPLETE:
+        if trial.state != TrialState.COMPLETE:
             return
         folds = ", ".join(f"{s:.4f}" for s in trial.user_attrs["folds"])
         log.info("%s trial %d: %s %.4f (folds %s), best %.4f (trial %d); %s  %.0f s", name, trial.number, metric,

@@ -36,6 +36,13 @@ def test_tune_writes_a_recipe_whose_settings_reproduce_their_cv(titanic, tmp_pat
     gbdt = results["gbdt"]
     assert gbdt["trials"] + gbdt["pruned"] == 4 and gbdt["current"]["max_iter"] == 100  # the config's own first
     assert len(gbdt["folds"]) == 5 and gbdt["cv"] == pytest.approx(np.mean(gbdt["folds"]))
+    more = run_kit("tune", "--comp", str(titanic), "--runs", str(runs), "--trials", "2", "--set", "learners=[gbdt]")
+    assert more.returncode == 0, more.stderr  # the same study again: two more trials, the current settings not again
+    trials = optuna.load_study(study_name=gbdt["study"], storage=f"sqlite:///{runs / 'titanic' / 'tune' / 'study.db'}"
+                               ).trials
+    assert len(trials) == 6 and sum(bool(t.user_attrs.get("current")) for t in trials) == 1
+    results["gbdt"] = json.loads((runs / "titanic" / "tune" / "tune.json").read_text())["gbdt"]
+    assert results["gbdt"]["trials"] + results["gbdt"]["pruned"] == 6
     recipe = (titanic / "tuned.yaml").read_text()
     assert "# gbdt: best of" in recipe and "2 s.e." in recipe
     assert (yaml.safe_load(recipe) or {}) == {n: r["settings"] for n, r in results.items() if r["kept"]}

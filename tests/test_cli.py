@@ -84,7 +84,7 @@ def _bad_csv(tmp_path, frame_or_text, name="train.csv"):
         ("header_only", "no data rows"),
         ("non_numeric", "column 'Fare' must be numeric, but line 4 holds 'cheap'"),
         ("bad_label", "expected one of ['0', '1']"),
-        ("semicolons", "is the delimiter a comma?"),
+        ("semicolons", "looks separated by ';', not by commas"),
     ],
 )
 def test_bad_training_csv_gives_one_clear_message(tmp_path, titanic_train, case, message):

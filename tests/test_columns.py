@@ -22,8 +22,14 @@ def test_numeric_with_blanks_and_integers_with_few_values():
 
 
 def test_not_quite_numbers_are_not_numeric():
-    assert infer_kind(col(["1", "2", "inf"] * 10))["kind"] == "categorical"
     assert infer_kind(col(["1", "2", "x"] * 10))["kind"] == "categorical"
+
+
+def test_infinite_numbers_are_missing_and_said():
+    kind = infer_kind(col(["1", "2", "inf"] * 10))
+    assert kind == {"kind": "numeric", "reason": "all 20 values are numbers (10 infinite or too large for a float, "
+                                                 "e.g. 'inf', read as missing)"}
+    assert infer_kind(col(["inf", "-inf"] * 10))["kind"] == "categorical"  # no finite number at all
 
 
 def test_missing_value_tokens_in_numbers_are_missing():

@@ -286,3 +286,9 @@ def test_a_column_of_numbers_with_inf_is_numeric_and_says_so(tmp_path):
     new = new_competition("d", data, tmp_path / "comps")
     assert new.kinds["x"] == {"kind": "numeric", "reason": "all 28 values are numbers (2 infinite or too large for "
                                                            "a float, e.g. 'inf', read as missing)"}
+    where = ["--comp", str(new.path.parent), "--runs", str(tmp_path / "runs")]
+    train = run_kit("train", *where, "--set", "learners=[gbdt,linear]")
+    assert train.returncode == 0, train.stderr
+    predict = run_kit("predict", *where)
+    assert predict.returncode == 0, predict.stderr
+    assert len(pd.read_csv(tmp_path / "runs" / "d" / "latest" / "submission.csv")) == 5

@@ -10,13 +10,15 @@ KIT      = $(PY) -m kit
 # NPROC (processes under torchrun), PARALLEL (data | folds, with NPROC), DEVICE (auto | cpu | cuda: predict,
 # export, bench), GPU=1 (setup: onnxruntime-gpu instead of onnxruntime), RECIPE (a file beside the config laid
 # over it: RECIPE=gpu reads competitions/$(COMP)/gpu.yaml), TORCH=cpu (setup: PyTorch's CPU-only wheels)
-# TRIALS, TIME (90s, 10m, 1h), STORAGE (an Optuna database URL): make tune
+# TIME (90s, 10m, 1h): make train's budget for training and prediction (kit/budget.py), or make tune's search time;
+# TRIALS, STORAGE (an Optuna database URL): make tune
 ARGS = $(strip --comp $(COMP) $(if $(RECIPE),--recipe $(RECIPE)) $(foreach s,$(SET),--set $(s)))
 
 # Each recipe is one line: make echoes a command as written, so a `\`-continued recipe printed its backslash and
 # an indented line of blanks where the empty $(if ...) went.
 TRAIN_ARGS = $(strip $(if $(DATA),--data $(DATA)) $(if $(NPROC),--nproc_per_node $(NPROC)) \
-	$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL)))
+	$(if $(RESUME),--resume $(if $(filter 1,$(RESUME)),latest,$(RESUME))) $(if $(PARALLEL),--parallel $(PARALLEL)) \
+	$(if $(TIME),--time $(TIME)))
 PREDICT_ARGS = $(strip $(if $(RUN),--run $(RUN)) $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) \
 	$(if $(FROM),--from $(FROM)) $(if $(BACKEND),--backend $(BACKEND)) $(if $(DEVICE),--device $(DEVICE)) \
 	$(if $(TRUST_CODE),--trust-code))
@@ -83,7 +85,7 @@ NEW_ARGS = $(strip --comp $(COMP) --data "$(DATA)" $(if $(METRIC),--metric "$(ME
 new: setup  ## competitions/$(COMP)/config.yaml from DATA=<folder with train.csv, test.csv> (METRIC, TARGET, ID, IMAGES, TEST, FORCE=1)
 	$(KIT) new $(NEW_ARGS)
 
-train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (RESUME=1 continues, NPROC=N uses torchrun)
+train: setup  ## k-fold CV training -> runs/$(COMP)/<run-id>/ (TIME=10m spends a budget, RESUME=1 continues, NPROC=N: torchrun)
 	$(KIT) train $(ARGS) $(TRAIN_ARGS)
 
 predict: setup  ## fold ensemble on the test set -> submission.csv

@@ -26,6 +26,8 @@ def _train_and_predict(sub, common: argparse.ArgumentParser, device: argparse.Ar
     train.add_argument("--data", type=Path, help="training data (file or folder) instead of the config's")
     train.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
                        help="continue an interrupted run (default: the latest) from its last epoch checkpoint")
+    train.add_argument("--time", help="the time for training and the prediction after it, e.g. 10m, 1h (TIME=: "
+                       "kit/budget.py; default: the recipe as configured)")
     train.add_argument("--parallel", choices=["data", "folds"], default="data",
                        help="under torchrun: all ranks train each fold (data) or ranks train different folds")
     train.add_argument("--nproc_per_node", type=int, metavar="N",
@@ -133,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return doctor()
     # Overrides may arrive as one space-separated string from `make ... SET="a=1 b=2"`.
     overrides = [item for arg in args.overrides for item in arg.split()]
+    if args.command == "train" and args.time:
+        overrides.append(f"budget='{args.time}'")  # quoted: TIME=600 is a duration text like 10m
     config = load_config(args.comp, overrides, args.recipe)
     if getattr(args, "device", None):
         from kit.device import resolve

@@ -244,6 +244,9 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)
     recipe: str = ""  # the recipe file laid over config.yaml (RECIPE=gpu: gpu.yaml), recorded in the run
+    # TIME=: the minutes `make train predict` may take, e.g. 10m or 1h (kit/budget.py): more repeats of the folds
+    # fill them, each kept only beyond the noise; none: the recipe as configured
+    budget: str | None = None
 
     @property
     def root(self) -> Path:
@@ -406,6 +409,11 @@ def check_target(config: Config) -> None:
     if cv.time and (cv.repeats > 1 or cv.folds == "given"):
         raise KitError("cv.time makes one split (the past, then the next block): use cv.repeats=1 and a number of "
                        "folds")
+    if config.budget is not None:
+        parse_duration(config.budget)
+        if cv.time or cv.folds == "given":
+            raise KitError("TIME= (budget) spends its time on repeats of the k-fold split, which cv.time and "
+                           "cv.folds=given do not have; leave TIME out")
 
 
 def _range_rules(config: Config) -> list[tuple[str, Any, Any, str]]:

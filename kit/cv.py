@@ -4,7 +4,9 @@ training every learner on the same fitted preprocessing and saving its out-of-fo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
 import os
 import time
@@ -16,8 +18,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from kit import distributed, runs
-from kit.config import Config
+from kit import atomic, distributed, runs
+from kit.budget import Budget
+from kit.config import Config, parse_duration
 from kit.distributed import SINGLE, Dist
 from kit.encoding import learner_columns
 from kit.errors import KitError, describe_os_error
@@ -54,7 +57,8 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
 
     `resume` (a run id, or "latest") continues an interrupted run: finished folds are kept and an unfinished
     fold continues from its last epoch. Under torchrun the ranks train each fold together (`parallel="data"`)
-    or different folds (`parallel="folds"`); either way rank 0 writes the run's outputs, once.
+    or different folds (`parallel="folds"`); either way rank 0 writes the run's outputs, once. With a budget
+    (TIME=, kit/budget.py) the first fold's time decides how many repeats of the folds follow.
     """
     dist = distributed.setup()
     if not dist.main and parallel == "data":
@@ -64,22 +68,18 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     splits = make_splits(config, train)
     fold_of = folds_of(splits, len(train), config.cv.repeats)
     run_dir = Path(dist.from_main(lambda: str(open_run(config, train.ids, fold_of, runs_dir, resume))))
-    done = dist.from_main(lambda: [runs.fold_done(run_dir, k) for k in range(len(splits))])
-    mine = range(len(splits)) if parallel == "data" else range(dist.rank, len(splits), dist.world)
+    budget = open_budget(config, task, run_dir, len(splits), started, dist) if config.budget else None
+    if budget and budget.resumed:  # a resumed run keeps its plan
+        config, splits = apply_plan(config, train, run_dir, budget, len(splits))
     log.info("run %s: %d training rows, %d folds%s", run_dir, len(train), len(splits),
              f", {dist.world} processes ({parallel}-parallel)" if dist.world > 1 else "")
     writes = dist.main or parallel == "folds"
     writer = SummaryWriter(str(run_dir / "tensorboard")) if writes else None
     try:
-        for fold in tqdm(mine, desc="folds", unit="fold", disable=None):
-            if done[fold]:
-                log.info("fold %d: finished earlier, kept", fold)
-                continue
-            train_fold(task, config, train, splits[fold], fold, run_dir, dist if parallel == "data" else SINGLE,
-                       writer)
+        config, splits = train_folds(task, config, train, splits, run_dir, dist, parallel, writer, budget)
         dist.barrier()
         if dist.main:
-            summarize_run(config, train, splits, run_dir, time.perf_counter() - started, task.score_names())
+            summarize_run(config, train, splits, run_dir, time.perf_counter() - started, task, budget)
     except OSError as exc:  # e.g. the disk filled up: what is finished stays, and the run can go on later
         raise KitError(f"{describe_os_error(exc)}; then continue the run with {resume_hint(config, run_dir, data)}"
                        ) from None
@@ -90,6 +90,64 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
             writer.close()
     distributed.teardown()
     return run_dir
+
+
+def train_folds(task, config: Config, train: Samples, splits: list, run_dir: Path, dist: Dist, parallel: str,
+                writer: SummaryWriter | None, budget: Budget | None) -> tuple[Config, list]:
+    """Every fold not finished earlier, in order (this rank's share with parallel="folds"); a budget may change the
+    number of repeats after any fold, which changes the splits that follow."""
+    bar = tqdm(total=len(splits), desc="folds", unit="fold", disable=None)
+    clock = tqdm(total=round(budget.seconds), desc="budget", unit="s", disable=None) if budget else None
+    fold = 0
+    while fold < len(splits):
+        if parallel == "data" or fold % dist.world == dist.rank:
+            if runs.fold_done(run_dir, fold):
+                log.info("fold %d: finished earlier, kept", fold)
+                row = runs.fold_result(run_dir, fold)[0]["summary"]
+            else:
+                row = train_fold(task, config, train, splits[fold], fold, run_dir,
+                                 dist if parallel == "data" else SINGLE, writer)
+            if budget and budget.after_fold(fold, row):  # the plan changed
+                config, splits = apply_plan(config, train, run_dir, budget, fold + 1)
+                bar.total = len(splits)
+            if budget:
+                atomic.write_text(run_dir / "plan.json", json.dumps(budget.state_dict(), indent=1))
+        fold += 1
+        bar.update()
+        if clock:
+            clock.update(min(round(budget.elapsed()), clock.total) - clock.n)
+    for done in (bar, clock):
+        if done:
+            done.close()
+    return config, splits
+
+
+def open_budget(config: Config, task, run_dir: Path, folds: int, started: float, dist: Dist) -> Budget:
+    """The run's budget: the plan saved in a resumed run folder (plan.json), else a new one from the clock of this
+    process's start."""
+    if dist.world > 1:
+        raise KitError("TIME= plans folds in one process; leave NPROC or TIME out")
+    saved = run_dir / "plan.json"
+    if saved.is_file():
+        log.info("budget: resuming with the plan this run was given (%s)", run_dir / "plan.json")
+        return Budget.from_state_dict(json.loads(saved.read_text()) | {"resumed": True})
+    test = task.test_ids()
+    return Budget(parse_duration(config.budget), folds, len(test) if test else 0, started)
+
+
+def apply_plan(config: Config, train: Samples, run_dir: Path, budget: Budget, finished: int) -> tuple[Config, list]:
+    """The config and splits for the budget's plan: its repeats (repeat 0 unchanged: its seed is cv.seed), written to
+    the run folder (folds.csv) so that the report and a resumed run see them; and its learners, those it left out
+    taken out of the folds finished so far."""
+    learners = [name for name in config.learners if name not in budget.dropped]
+    config = dataclasses.replace(config, learners=learners,
+                                 cv=dataclasses.replace(config.cv, repeats=budget.repeats))
+    splits = make_splits(config, train)
+    runs.write_folds(run_dir, train.ids, folds_of(splits, len(train), budget.repeats))
+    for fold in range(min(finished, len(splits))):
+        if runs.fold_done(run_dir, fold):
+            runs.keep_learners(run_dir, fold, learners)
+    return config, splits
 
 
 def load_training(config: Config, data: Path | None, dist: Dist) -> tuple[Config, Task, Samples]:
@@ -163,26 +221,33 @@ class FoldJob:
 
 
 def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,
-               run_dir: Path, dist: Dist, writer: SummaryWriter | None) -> None:
+               run_dir: Path, dist: Dist, writer: SummaryWriter | None) -> dict | None:
     """Train one fold's learners (the network from its resume checkpoint when there is one) on the same fitted
-    preprocessing, and save them with each learner's OOF predictions."""
+    preprocessing, and save them with each learner's OOF predictions; the fold's summary row (None off rank 0)."""
     fold_start = time.perf_counter()
     job = fold_job(task, config, train, split, fold, run_dir, dist, writer)
     part, valid = job.part, job.valid
     fitted, row, history = {}, {"fold": fold}, []
+    seconds = {}
     for name in config.learners:
+        start = time.perf_counter()
         fitted[name], own_row, own_history = get_learner(name).fit(job)
         row, history = row | own_row, history + own_history
+        seconds[name] = round(time.perf_counter() - start, 3)
+    row["learner_seconds"] = seconds
     if not dist.main:
-        return
+        return None
+    oof_start = time.perf_counter()
     preds = oof_predictions(job, fitted)
+    row["oof_seconds"] = round(time.perf_counter() - oof_start, 3)
     metric, target = metric_of(config), job.target
     scores = {name: metric.score(valid.y, target.inverse(preds[:, i])) for i, name in enumerate(fitted)}
     row |= {"score": metric.score(valid.y, target.inverse(preds.mean(1))), "learners": scores,
             "train_rows": len(part), "valid_rows": len(valid), "seconds": round(time.perf_counter() - fold_start, 2)}
     meta = {"fold": fold, "score": row["score"], "preprocessing": job.state, "summary": row, "history": history}
-    runs.save_fold(run_dir, fold, {name: m.cpu() for name, m in fitted.items()}, meta, preds)
+    runs.save_fold(run_dir, fold, {name: m.cpu().state_dict() for name, m in fitted.items()}, meta, preds)
     log_fold(row, scores, metric.name, task.score_names())
+    return row
 
 
 def fold_job(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int, run_dir: Path,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kit import atomic, blend, plots, runs
+from kit.budget import Budget, bag_evidence
 from kit.config import Config, to_dict
 from kit.folds import folds_of
 from kit.metrics import Metric, metric_of
@@ -21,10 +22,11 @@ from kit.tasks import Samples
 log = logging.getLogger(__name__)
 
 
-def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, seconds: float,
-                  names: tuple[str, str]) -> None:
+def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, seconds: float, task,
+                  budget: Budget | None = None) -> None:
     """Gather the finished folds from disk, blend the learners on their OOF predictions, and write oof.csv,
-    metrics.json, log.csv and the plots. `names` say what the epoch and fold scores measure (Task.score_names)."""
+    metrics.json, log.csv and the plots. With repeats, the bag's evidence; with a budget, its plan, and the extra
+    repeats served only when their bag beats one repeat alone beyond the noise (kit/budget.py)."""
     repeats, metric, target = config.cv.repeats, metric_of(config), get_target(config)
     fold_of = folds_of(splits, len(train), repeats)
     oof = np.zeros((repeats, len(train), len(config.learners), target.width), dtype=np.float32)
@@ -34,12 +36,39 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
         oof[fold * repeats // len(splits), valid_idx] = preds
         fold_rows.append(meta["summary"])
         epoch_rows += [{"fold": fold, **row} for row in meta["history"]]
-    mix = blend.choose(oof, target.forward(train.y), fold_of, config.blend,
-                       lambda pred, rows: metric.sign * metric.score(train.y[rows], target.inverse(pred)),
-                       values=target.predicts_values)
-    summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds, names)
-    write_outputs(run_dir, config, target, train, oof, mix["oof"], fold_of, summary, epoch_rows, names)
+
+    def gain(pred: np.ndarray, rows: np.ndarray) -> float:
+        return metric.sign * metric.score(train.y[rows], target.inverse(pred))
+
+    mix = blend.choose(oof, target.forward(train.y), fold_of, config.blend, gain, values=target.predicts_values)
+    summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds, task.score_names())
+    summary |= served_folds(mix["oof"], fold_of, gain, budget, len(splits))
+    summary["serving"] = serving_cost(fold_rows, summary["served_folds"], len(config.learners), task.unit)
+    write_outputs(run_dir, config, target, train, oof, mix["oof"], fold_of, summary, epoch_rows, task.score_names())
     log_summary(config, summary, run_dir)
+
+
+def served_folds(served: np.ndarray, fold_of: np.ndarray, gain, budget: Budget | None, folds: int) -> dict:
+    """metrics.json's served_folds (what kit.runs.load_ensemble serves), with the bag's evidence when there are
+    repeats and the budget's plan when there is one: a budget's extra repeats are served only when kept."""
+    out = {"served_folds": folds}
+    if len(served) > 1:
+        out["bags"] = bag_evidence(served, fold_of, gain)
+        out["bags"]["served"] = out["bags"]["kept"] or budget is None
+        if not out["bags"]["served"]:
+            out["served_folds"] = folds // len(served)
+    if budget:
+        out["budget"] = budget.state_dict() | {"predict_seconds": round(budget.predict_seconds(
+            out["served_folds"] // budget.folds), 2)}
+    return out
+
+
+def serving_cost(fold_rows: list[dict], folds: int, learners: int, unit: str) -> dict:
+    """What the served ensemble costs at inference: its models, and the rate on this machine estimated from the OOF
+    passes (one fold's models over its validation rows), divided by the folds served."""
+    rates = [row["valid_rows"] / row["oof_seconds"] for row in fold_rows if row.get("oof_seconds")]
+    return {"models": folds * learners, "folds": folds, "learners": learners, "unit": unit,
+            "per_second": round(float(np.median(rates)) / folds, 1) if rates else None}
 
 
 def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
@@ -58,6 +87,15 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
         log.info("  blend by %s: %s (cross-fitted %s gain of fitted weights over the mean %+.4f, 2 s.e. %.4f)",
                  b["method"], {k: round(w, 3) for k, w in b["weights"].items()}, name, b["evidence"]["mean"],
                  b["evidence"]["two_se"])
+    if "bags" in summary:
+        bags = summary["bags"]
+        verdict = ("kept" if bags["served"] else "not kept: the first repeat's folds are served") if "budget" in \
+            summary else "served, as cv.repeats asks"
+        log.info("bag of %d repeats: its OOF %s gain over one repeat alone %+.4f, 2 s.e. %.4f: %s",
+                 bags["repeats"], name, bags["gain"], bags["two_se"], verdict)
+    cost = summary["serving"]
+    rate = f", about {cost['per_second']:,.0f} {cost['unit']}/s on this machine" if cost["per_second"] else ""
+    log.info("serving: %d models (%d folds x %d learners)%s", cost["models"], cost["folds"], cost["learners"], rate)
 
 
 def summarize(config: Config, y: np.ndarray, oof: np.ndarray, mix: dict, fold_of: np.ndarray, fold_rows: list[dict],

@@ -135,14 +135,28 @@ def _diff(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
     return out
 
 
-def save_fold(run_dir: Path, fold: int, learners: dict[str, torch.nn.Module], meta: dict, oof: np.ndarray) -> None:
-    """A finished fold: each learner's weights, its validation rows' probabilities per learner, then the JSON that
-    marks it done."""
-    atomic.save_torch({name: module.state_dict() for name, module in learners.items()}, run_dir / f"fold{fold}.pt")
+def save_fold(run_dir: Path, fold: int, weights: dict[str, dict], meta: dict, oof: np.ndarray) -> None:
+    """A finished fold: each learner's weights (state_dict), its validation rows' probabilities per learner, then
+    the JSON that marks it done."""
+    atomic.save_torch(weights, run_dir / f"fold{fold}.pt")
     with atomic.atomic_path(run_dir / f"fold{fold}.oof.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, oof)
     atomic.write_text(run_dir / f"fold{fold}.json", json.dumps(meta, indent=1))
     resume_checkpoint(run_dir, fold).unlink(missing_ok=True)
+
+
+def keep_learners(run_dir: Path, fold: int, learners: list[str]) -> None:
+    """Take every learner but `learners` out of a finished fold (its weights, OOF predictions and scores), as a
+    budget that leaves a slow learner out does (kit/budget.py); a fold holding just those is left as it is."""
+    meta, oof = fold_result(run_dir, fold)
+    names = list(meta["summary"]["learners"])
+    if names == learners:
+        return
+    weights = torch.load(run_dir / f"fold{fold}.pt", map_location="cpu", weights_only=True)
+    meta["summary"]["learners"] = {name: meta["summary"]["learners"][name] for name in learners}
+    meta["history"] = [row for row in meta["history"] if "net" in learners]  # the epochs are the network's
+    save_fold(run_dir, fold, {name: weights[name] for name in learners}, meta,
+              oof[:, [names.index(name) for name in learners]])
 
 
 def resume_checkpoint(run_dir: Path, fold: int) -> Path:
@@ -160,15 +174,16 @@ def fold_result(run_dir: Path, fold: int) -> tuple[dict, np.ndarray]:
 
 
 def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, list[dict]]:
-    """The run's servable fold ensemble (eval mode, on `device`): every fold's learners, blended with the weights
-    in metrics.json; and the folds' preprocessing states."""
+    """The run's servable fold ensemble (eval mode, on `device`): every served fold's learners, blended with the
+    weights in metrics.json; and the folds' preprocessing states."""
     folds, states = [], []
-    for saved, meta in load_folds(run_dir):
+    saved_folds = load_folds(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for saved, meta in saved_folds[: metrics.get("served_folds")]:  # a budget's repeats not kept are left out
         state = meta["preprocessing"]
         folds.append({name: get_learner(name).rebuild(weights, task, state) for name, weights in saved.items()})
         states.append(state)
-    blend = json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"]
-    return task.ensemble(folds, states, list(blend.values())).to(device).eval(), states
+    return task.ensemble(folds, states, list(metrics["blend"]["weights"].values())).to(device).eval(), states
 
 
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:

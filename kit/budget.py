@@ -1,0 +1,137 @@
+"""TIME= (config `budget`): spend a time budget on more bags.
+
+The first fold is timed; then kit plans how many repeats of the k-fold split fit in what is left (cv.repeats, each
+with a new fold seed, every repeat's models joining the ensemble: AutoGluon's bag sets), with the test prediction's
+time reserved (the OOF pass's rate, times the test rows and the folds), and says so in the log. Before each new
+repeat the plan is checked against the clock, so a slow fold shortens it instead of overrunning the budget. The
+report (kit/report.py, `bag_evidence`) then keeps the extra repeats only when their bagged OOF predictions beat the
+one repeat's alone by more than the noise; otherwise the served ensemble is the first repeat's folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_REPEATS = 20  # AutoGluon's bag sets at best_quality; past it a bag adds serving cost and little else
+RESERVE = 0.02  # of the budget, kept for the report and the prediction's load
+START_SECONDS = 10.0  # a prediction process's own start (imports, reading the run), reserved beside its rows
+
+
+@dataclass
+class Budget:
+    """The budget's plan and what the clock said; `state_dict()` goes into the run folder (plan.json), so that a
+    resumed run keeps the plan it was given."""
+
+    seconds: float  # the whole budget: training, the report and the test prediction
+    folds: int  # folds per repeat
+    test_rows: int  # rows (or images) the prediction will run through every fold's models
+    started: float = field(default_factory=time.perf_counter)
+    repeats: int = 1  # the plan: repeats of the k-fold split
+    fold_seconds: list[float] = field(default_factory=list)  # every finished fold's time
+    predict_per_row: float = 0.0  # seconds per test row through one fold's models (the OOF pass's rate)
+    dropped: list[str] = field(default_factory=list)  # learners left out: with them the first repeat did not fit
+    note: str = ""  # why the plan is what it is
+    resumed: bool = False  # a resumed run keeps the plan it was given, unchecked against this process's clock
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def predict_seconds(self, repeats: int) -> float:
+        """The test prediction's estimated time through `repeats` repeats' folds."""
+        return START_SECONDS + repeats * self.folds * self.test_rows * self.predict_per_row
+
+    def after_fold(self, fold: int, row: dict) -> bool:
+        """Whether the plan changed, after fold `fold` finished (`row`: its summary): it is made after the first
+        fold, and checked against the clock before each later repeat starts."""
+        if fold == 0 and not self.resumed:
+            return self.plan(row)
+        self.fold_seconds.append(row["seconds"])
+        if not self.resumed and (fold + 1) % self.folds == 0 and fold + 1 < self.repeats * self.folds:
+            return not self.may_start((fold + 1) // self.folds)
+        return False
+
+    def plan(self, row: dict) -> bool:
+        """After the first fold (`row`: its summary): the most repeats (up to MAX_REPEATS) whose folds and
+        prediction end within the budget, from this fold's time and its OOF pass's rate. When even the first
+        repeat does not fit, the slowest learners are left out (one learner at least stays) until it does.
+        Whether the plan differs from one repeat of every learner."""
+        self.predict_per_row = row["oof_seconds"] / max(row["valid_rows"], 1)
+        learners = dict(sorted(row["learner_seconds"].items(), key=lambda item: item[1]))
+        left = self.seconds * (1 - RESERVE) - self.elapsed()
+        while True:
+            fold = row["seconds"] - sum(row["learner_seconds"][name] for name in self.dropped)
+            fits = [r for r in range(1, MAX_REPEATS + 1) if (r * self.folds - 1) * fold + self.predict_seconds(r)
+                    <= left]
+            if fits or len(learners) == 1:
+                break
+            slowest = list(learners)[-1]
+            self.dropped.append(slowest)
+            learners.pop(slowest)
+        self.fold_seconds.append(fold)
+        self.repeats = max(fits, default=1)
+        self.note = self._describe(fold, bool(fits), (self.folds - 1) * fold + self.predict_seconds(1))
+        (log.info if fits else log.warning)("budget: %s", self.note)
+        return self.repeats > 1 or bool(self.dropped)
+
+    def _describe(self, fold: float, fits: bool, first: float) -> str:
+        if not fits:
+            return (f"the first repeat alone needs about {_minutes(first + self.elapsed())} with its prediction, "
+                    f"more than TIME={_minutes(self.seconds)} (even with only one learner): it is finished anyway, "
+                    "with nothing added (fewer folds or a longer TIME would fit)")
+        left_out = (f"{', '.join(self.dropped)} left out (the first repeat would not fit with it); "
+                    if self.dropped else "")
+        capped = f"; capped at {MAX_REPEATS} repeats" if self.repeats == MAX_REPEATS else ""
+        return (f"{left_out}a fold takes about {fold:.1f} s, so {self.repeats} repeat(s) of {self.folds} folds fit "
+                f"({self.repeats * self.folds} folds, about {_minutes(self.repeats * self.folds * fold)}) with the "
+                f"test prediction (about {_minutes(self.predict_seconds(self.repeats))}) in "
+                f"TIME={_minutes(self.seconds)}{capped}; the extra repeats are kept only if their bag beats one "
+                "repeat alone by more than the noise")
+
+    def may_start(self, repeat: int) -> bool:
+        """Whether repeat `repeat` (from 1) still fits, judged by the folds' mean time so far; if not, the plan
+        ends at the repeats already finished and the log says so."""
+        fold = float(np.mean(self.fold_seconds))
+        end = self.elapsed() + self.folds * fold + self.predict_seconds(repeat + 1) + self.seconds * RESERVE
+        if end <= self.seconds:
+            return True
+        log.info("budget: repeat %d would end at about %s of TIME=%s; stopping at %d repeat(s)", repeat,
+                 _minutes(end), _minutes(self.seconds), repeat)
+        self.note += f"; stopped at {repeat} repeat(s): the next would have ended at about {_minutes(end)}"
+        self.repeats = repeat
+        return False
+
+    def state_dict(self) -> dict:
+        state = asdict(self)
+        state.pop("started")
+        return state | {"elapsed": round(self.elapsed(), 2)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Budget:
+        return cls(**{k: v for k, v in state.items() if k != "elapsed"})
+
+
+def bag_evidence(served: np.ndarray, fold_of: np.ndarray, gain) -> dict:
+    """Whether the repeats' bag beats one repeat alone: per fold of repeat 0, the signed metric of the OOF
+    predictions averaged over every repeat (each row's average comes from models that never saw it) minus the mean
+    over repeats of each repeat's own, on the fold's rows; kept when the mean gain exceeds two standard errors.
+    `served`: [R, N, ...] the blend as served, `gain(pred, rows)`: the metric signed so that more is better."""
+    bagged = served.mean(0)
+    gains = []
+    for f in np.unique(fold_of[0][fold_of[0] >= 0]):
+        rows = fold_of[0] == f
+        gains.append(gain(bagged[rows], rows) - np.mean([gain(one[rows], rows) for one in served]))
+    gains = np.array(gains)
+    two_se = float(2 * gains.std(ddof=1) / math.sqrt(len(gains))) if len(gains) > 1 else math.inf
+    return {"repeats": int(served.shape[0]), "gain": float(gains.mean()), "two_se": two_se,
+            "kept": bool(gains.mean() > two_se), "folds": len(gains)}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"

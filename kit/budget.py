@@ -121,16 +121,18 @@ def bag_evidence(served: np.ndarray, fold_of: np.ndarray, gain) -> dict:
     """Whether the repeats' bag beats one repeat alone: per fold of repeat 0, the signed metric of the OOF
     predictions averaged over every repeat (each row's average comes from models that never saw it) minus the mean
     over repeats of each repeat's own, on the fold's rows; kept when the mean gain exceeds two standard errors.
-    `served`: [R, N, ...] the blend as served, `gain(pred, rows)`: the metric signed so that more is better."""
+    `served`: [R, N, ...] the blend as served, `gain(pred, rows)`: the metric signed so that more is better;
+    signed_scores: the bag's, per fold of repeat 0."""
     bagged = served.mean(0)
-    gains = []
+    bag, gains = [], []
     for f in np.unique(fold_of[0][fold_of[0] >= 0]):
         rows = fold_of[0] == f
-        gains.append(gain(bagged[rows], rows) - np.mean([gain(one[rows], rows) for one in served]))
+        bag.append(gain(bagged[rows], rows))
+        gains.append(bag[-1] - np.mean([gain(one[rows], rows) for one in served]))
     gains = np.array(gains)
     two_se = float(2 * gains.std(ddof=1) / math.sqrt(len(gains))) if len(gains) > 1 else math.inf
     return {"repeats": int(served.shape[0]), "gain": float(gains.mean()), "two_se": two_se,
-            "kept": bool(gains.mean() > two_se), "folds": len(gains)}
+            "kept": bool(gains.mean() > two_se), "folds": len(gains), "signed_scores": bag}
 
 
 def _minutes(seconds: float) -> str:

@@ -42,18 +42,22 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
 
     mix = blend.choose(oof, target.forward(train.y), fold_of, config.blend, gain, values=target.predicts_values)
     summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds, task.score_names())
-    summary |= served_folds(mix["oof"], fold_of, gain, budget, len(splits))
+    summary |= served_folds(mix["oof"], fold_of, gain, budget, len(splits), metric.sign)
     summary["serving"] = serving_cost(fold_rows, summary["served_folds"], len(config.learners), task.unit)
     write_outputs(run_dir, config, target, train, oof, mix["oof"], fold_of, summary, epoch_rows, task.score_names())
     log_summary(config, summary, run_dir)
 
 
-def served_folds(served: np.ndarray, fold_of: np.ndarray, gain, budget: Budget | None, folds: int) -> dict:
-    """metrics.json's served_folds (what kit.runs.load_ensemble serves), with the bag's evidence when there are
-    repeats and the budget's plan when there is one: a budget's extra repeats are served only when kept."""
+def served_folds(served: np.ndarray, fold_of: np.ndarray, gain, budget: Budget | None, folds: int,
+                 sign: float) -> dict:
+    """metrics.json's served_folds (what kit.runs.load_ensemble serves), with the bag's evidence and its CV on the
+    first repeat's folds when there are repeats, and the budget's plan when there is one: a budget's extra repeats
+    are served only when kept."""
     out = {"served_folds": folds}
     if len(served) > 1:
         out["bags"] = bag_evidence(served, fold_of, gain)
+        scores = sign * np.array(out["bags"].pop("signed_scores"))
+        out["bags"]["cv"] = {"mean": float(scores.mean()), "std": float(scores.std())}
         out["bags"]["served"] = out["bags"]["kept"] or budget is None
         if not out["bags"]["served"]:
             out["served_folds"] = folds // len(served)
@@ -91,8 +95,9 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
         bags = summary["bags"]
         verdict = ("kept" if bags["served"] else "not kept: the first repeat's folds are served") if "budget" in \
             summary else "served, as cv.repeats asks"
-        log.info("bag of %d repeats: its OOF %s gain over one repeat alone %+.4f, 2 s.e. %.4f: %s",
-                 bags["repeats"], name, bags["gain"], bags["two_se"], verdict)
+        log.info("bag of %d repeats: CV %s %.4f ± %.4f on the first repeat's folds, a gain over one repeat alone of "
+                 "%+.4f, 2 s.e. %.4f: %s", bags["repeats"], name, bags["cv"]["mean"], bags["cv"]["std"], bags["gain"],
+                 bags["two_se"], verdict)
     cost = summary["serving"]
     rate = f", about {cost['per_second']:,.0f} {cost['unit']}/s on this machine" if cost["per_second"] else ""
     log.info("serving: %d models (%d folds x %d learners)%s", cost["models"], cost["folds"], cost["learners"], rate)

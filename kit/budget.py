@@ -122,7 +122,8 @@ def bag_evidence(served: np.ndarray, fold_of: np.ndarray, gain) -> dict:
     predictions averaged over every repeat (each row's average comes from models that never saw it) minus the mean
     over repeats of each repeat's own, on the fold's rows; kept when the mean gain exceeds two standard errors.
     `served`: [R, N, ...] the blend as served, `gain(pred, rows)`: the metric signed so that more is better;
-    signed_scores: the bag's, per fold of repeat 0."""
+    signed_scores: the bag's, per fold of repeat 0; signed_curve: the OOF score of the first 1, 2, ... repeats'
+    bag."""
     bagged = served.mean(0)
     bag, gains = [], []
     for f in np.unique(fold_of[0][fold_of[0] >= 0]):
@@ -131,8 +132,10 @@ def bag_evidence(served: np.ndarray, fold_of: np.ndarray, gain) -> dict:
         gains.append(bag[-1] - np.mean([gain(one[rows], rows) for one in served]))
     gains = np.array(gains)
     two_se = float(2 * gains.std(ddof=1) / math.sqrt(len(gains))) if len(gains) > 1 else math.inf
+    seen = fold_of[0] >= 0
+    curve = [gain(served[:r].mean(0)[seen], seen) for r in range(1, len(served) + 1)]
     return {"repeats": int(served.shape[0]), "gain": float(gains.mean()), "two_se": two_se,
-            "kept": bool(gains.mean() > two_se), "folds": len(gains), "signed_scores": bag}
+            "kept": bool(gains.mean() > two_se), "folds": len(gains), "signed_scores": bag, "signed_curve": curve}
 
 
 def _minutes(seconds: float) -> str:

@@ -71,7 +71,7 @@ def cross_validate(config: Config, data: Path | None = None, runs_dir: Path = ru
     budget = open_budget(config, task, run_dir, len(splits), started, dist) if config.budget else None
     if budget and budget.resumed:  # a resumed run keeps its plan
         config, splits = apply_plan(config, train, run_dir, budget, len(splits))
-    log.info("run %s: %d training rows, %d folds%s", run_dir, len(train), len(splits),
+    log.info("run %s: %d training %s, %d folds%s", run_dir, len(train), task.unit, len(splits),
              f", {dist.world} processes ({parallel}-parallel)" if dist.world > 1 else "")
     writes = dist.main or parallel == "folds"
     writer = SummaryWriter(str(run_dir / "tensorboard")) if writes else None

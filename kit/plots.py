@@ -112,6 +112,25 @@ def tag_scores(truth: np.ndarray, pred: np.ndarray, tags: list[str], path: Path)
     _save(fig, path)
 
 
+def bag_curve(summary: dict, path: Path) -> None:
+    """bags.png: the OOF score of a bag of the first 1, 2, ... repeats, against each repeat alone: how much each
+    repeat added, and whether the bag was served."""
+    bags, metric = summary["bags"], summary["metric"]
+    sizes = np.arange(1, len(bags["curve"]) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(sizes, bags["curve"], "o-", label="the bag of the first n repeats (OOF, every row)")
+    ax.axhline(bags["curve"][0], color="grey", linestyle="--", label="the first repeat alone")
+    better = "higher" if metric["greater_is_better"] else "lower"
+    served = "served" if bags["served"] else "not kept: the first repeat's folds are served"
+    ax.set(xlabel="repeats in the bag", ylabel=f"{metric['name']} ({better} is better)",
+           title=f"bag of {bags['repeats']} repeats: {bags['gain']:+.3g} over one repeat alone\n"
+                 f"(per fold, 2 s.e. {bags['two_se']:.2g}): {served}")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def residuals(y: np.ndarray, pred: np.ndarray, path: Path, metric: str, score: float) -> None:
     """residuals.png: out-of-fold predicted against true values (the diagonal is perfect), and the residuals'
     spread along the true value."""

@@ -58,6 +58,7 @@ def served_folds(served: np.ndarray, fold_of: np.ndarray, gain, budget: Budget |
         out["bags"] = bag_evidence(served, fold_of, gain)
         scores = sign * np.array(out["bags"].pop("signed_scores"))
         out["bags"]["cv"] = {"mean": float(scores.mean()), "std": float(scores.std())}
+        out["bags"]["curve"] = [float(sign * v) for v in out["bags"].pop("signed_curve")]
         out["bags"]["served"] = out["bags"]["kept"] or budget is None
         if not out["bags"]["served"]:
             out["served_folds"] = folds // len(served)
@@ -100,7 +101,12 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
                  bags["two_se"], verdict)
     cost = summary["serving"]
     rate = f", about {cost['per_second']:,.0f} {cost['unit']}/s on this machine" if cost["per_second"] else ""
-    log.info("serving: %d models (%d folds x %d learners)%s", cost["models"], cost["folds"], cost["learners"], rate)
+    log.info("serving: %d model%s (%d fold%s x %d learner%s)%s", *_counted(cost["models"]), *_counted(cost["folds"]),
+             *_counted(cost["learners"]), rate)
+
+
+def _counted(n: int) -> tuple[int, str]:
+    return n, "" if n == 1 else "s"
 
 
 def summarize(config: Config, y: np.ndarray, oof: np.ndarray, mix: dict, fold_of: np.ndarray, fold_rows: list[dict],
@@ -224,4 +230,6 @@ def write_plots(run_dir: Path, config: Config, target: Target, y: np.ndarray, se
         plots.learning_curves(epoch_rows, run_dir / "curves.png", summary["folds"], names, metric)
     if len(config.learners) > 1:
         plots.learner_scores(summary, run_dir / "learners.png")
+    if "bags" in summary:
+        plots.bag_curve(summary, run_dir / "bags.png")
     target.plot(y[seen], served[seen], summary["threshold"], run_dir, metric, summary["cv"]["oof"])

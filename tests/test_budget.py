@@ -98,6 +98,7 @@ def test_a_run_keeps_to_its_budget_by_its_own_record(titanic, tmp_path):
     bags = metrics["bags"]
     assert metrics["served_folds"] == (3 * plan["repeats"] if bags["kept"] else 3)
     assert ("kept" if bags["kept"] else "not kept") in trained.stderr and 0.5 < bags["cv"]["mean"] <= 1
+    assert len(bags["curve"]) == plan["repeats"] and (run / "bags.png").is_file()
     predicted = run_kit("predict", "--comp", str(titanic), "--runs", str(runs))
     assert predicted.returncode == 0, predicted.stderr
     assert f"from {metrics['served_folds']} folds" in predicted.stderr

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_REPEATS = 20  # AutoGluon's bag sets at best_quality; past it a bag adds serving cost and little else
 RESERVE = 0.02  # of the budget, kept for the report and the prediction's load
+REPORT_SECONDS = 10.0  # the report, and this process's start before its clock (measured: 10-20 s in all)
 START_SECONDS = 10.0  # a prediction process's own start (imports, reading the run), reserved beside its rows
 
 
@@ -43,6 +44,10 @@ class Budget:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    def reserve(self) -> float:
+        """Seconds kept free of folds: the report, the processes' starts and a margin."""
+        return RESERVE * self.seconds + REPORT_SECONDS
+
     def predict_seconds(self, repeats: int) -> float:
         """The test prediction's estimated time through `repeats` repeats' folds."""
         return START_SECONDS + repeats * self.folds * self.test_rows * self.predict_per_row
@@ -64,7 +69,7 @@ class Budget:
         Whether the plan differs from one repeat of every learner."""
         self.predict_per_row = row["oof_seconds"] / max(row["valid_rows"], 1)
         learners = dict(sorted(row["learner_seconds"].items(), key=lambda item: item[1]))
-        left = self.seconds * (1 - RESERVE) - self.elapsed()
+        left = self.seconds - self.reserve() - self.elapsed()
         while True:
             fold = row["seconds"] - sum(row["learner_seconds"][name] for name in self.dropped)
             fits = [r for r in range(1, MAX_REPEATS + 1) if (r * self.folds - 1) * fold + self.predict_seconds(r)
@@ -98,7 +103,7 @@ class Budget:
         """Whether repeat `repeat` (from 1) still fits, judged by the folds' mean time so far; if not, the plan
         ends at the repeats already finished and the log says so."""
         fold = float(np.mean(self.fold_seconds))
-        end = self.elapsed() + self.folds * fold + self.predict_seconds(repeat + 1) + self.seconds * RESERVE
+        end = self.elapsed() + self.folds * fold + self.predict_seconds(repeat + 1) + self.reserve()
         if end <= self.seconds:
             return True
         log.info("budget: repeat %d would end at about %s of TIME=%s; stopping at %d repeat(s)", repeat,

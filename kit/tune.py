@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -50,7 +51,7 @@ def tune(config: Config, trials: int | None, seconds: float | None, storage: str
     splits = make_splits(config, train)
     folder = Path(runs_dir) / config.competition / "tune"
     folder.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    storage = open_storage(storage or f"sqlite:///{(folder / 'study.db').resolve()}")
     jobs = [fold_job(task, config, train, split, k, folder) for k, split in enumerate(splits)]
     spaces = {name: space_of(config, name, len(jobs[0].part)) for name in config.learners}
     skipped = [name for name, space in spaces.items() if not space]
@@ -99,7 +100,7 @@ def fold_scores(config: Config, name: str, jobs: list, trial: optuna.Trial | Non
 
 
 def search(config: Config, name: str, space: dict, jobs: list, trials: int | None, seconds: float | None,
-           storage: str) -> dict:
+           storage: optuna.storages.BaseStorage) -> dict:
     """The study of one learner: its current settings first, then TPE; the result as tune.json records it."""
     metric = metric_of(config)
     defaults = getattr(config, name)
@@ -126,6 +127,19 @@ def search(config: Config, name: str, space: dict, jobs: list, trials: int | Non
     return summarize(study, metric, current)
 
 
+def open_storage(url: str, tries: int = 5) -> optuna.storages.BaseStorage:
+    """The Optuna storage at `url`. Workers that start on a new database at the same instant race to create its
+    tables (one gets an IntegrityError or "table already exists"): the loser tries again once the winner has."""
+    for attempt in range(tries):
+        try:
+            return optuna.storages.get_storage(url)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            error = getattr(exc, "orig", None) or exc
+            time.sleep(0.5 * (attempt + 1))
+    raise KitError(f"cannot open the Optuna storage {url}: {error.__class__.__name__}: {error}; check STORAGE "
+                   "(e.g. sqlite:///study.db, postgresql://user@host/db)")
+
+
 def study_name(config: Config, name: str, jobs: list) -> str:
     """<comp>-<learner>-<digest of the folds' rows and the metric>: trials on other folds never share a study."""
     digest = hashlib.sha256(metric_of(config).name.encode())
@@ -134,7 +148,7 @@ def study_name(config: Config, name: str, jobs: list) -> str:
     return f"{config.competition}-{name}-{digest.hexdigest()[:10]}"
 
 
-def _stored_trials(storage: str, study: str) -> list:
+def _stored_trials(storage: optuna.storages.BaseStorage, study: str) -> list:
     """The trials a study already holds (none when it is new): a later worker's sampler gets another seed."""
     try:
         return optuna.load_study(study_name=study, storage=storage).trials

@@ -39,9 +39,10 @@ def infer_kind(values: pd.Series) -> dict:
     if n == 0:
         return _kind("drop", "empty in every row")
     if distinct == 1:
-        return _kind("drop", f"constant: every filled value is {str(filled.iloc[0])!r}")
+        return _kind("drop", f"constant: every filled value is {as_text(filled).iloc[0]!r}")
     number = pd.to_numeric(unique, errors="coerce").astype(float)
-    token = unique.astype(str).str.strip().str.lower().isin(NA_TOKENS)  # "NA" in a column of numbers: missing
+    token = number.isna()  # "NA" in a column of numbers: missing (only what is not a number is looked at)
+    token[token] = unique[token].astype(str).str.strip().str.lower().isin(NA_TOKENS)
     finite = np.isfinite(number)
     if finite.any() and (number.notna() | token).all():
         return _numeric_kind(values, filled, unique, number, token, finite)
@@ -76,9 +77,51 @@ def _numeric_kind(values: pd.Series, filled: pd.Series, unique: pd.Series, numbe
         return _kind("drop", f"id-like: {n:,} different whole numbers from {low:.0f} to {high:.0f} (a running index)")
     empty = len(values) - len(filled) + marked
     notes = [f"{empty:,} empty{' or NA' if marked else ''}"] if empty else []
-    notes += [f"{infinite:,} infinite or too large for a float, e.g. {huge.iloc[0]!r}, read as missing"] if infinite \
-        else []
+    example = as_text(huge).iloc[0] if infinite else None
+    notes += [f"{infinite:,} infinite or too large for a float, e.g. {example!r}, read as missing"] if infinite else []
     return _kind("numeric", f"all {n:,} values are numbers" + (f" ({'; '.join(notes)})" if notes else ""))
+
+
+def typed(frame: pd.DataFrame, keep: Collection[str] = ()) -> pd.DataFrame:
+    """`frame` (text, as `read_table` reads it) with each column not in `keep` whose filled values are all numbers
+    in a float's own writing held as float64: parsed once, 8 bytes a cell instead of a string. A float's own writing
+    is its shortest round-trip text ("0.25", "1e-05", "inf"), and for a whole number also its integer form ("3",
+    "3.0"). Any other writing ("01", "1.50", "+3", "NA", digits beyond a float's) keeps its column as text, so no
+    two different texts ever become one number: the column reads the same either way (`numbers`, `as_text`)."""
+    return frame.assign(**{str(c): _typed(frame[c]) for c in frame.columns if c not in keep})
+
+
+def _typed(values: pd.Series) -> pd.Series:
+    """One column as float64 (see `typed`), or as the same text with each distinct value one shared string."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    codes, distinct = pd.factorize(values)  # each distinct text judged once; codes -1: missing
+    written = np.asarray(distinct, dtype=object)
+    number = pd.to_numeric(pd.Series(written), errors="coerce").to_numpy(dtype=float)
+    own = not np.isnan(number).any()
+    if own:
+        canonical, shortest = _writings(number)
+        own = bool(((written == canonical) | (written == shortest)).all())
+    column = np.append(number, np.nan) if own else np.append(written, np.nan)
+    return pd.Series(column[codes], index=values.index, name=values.name, dtype=float if own else values.dtype)
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """A column as text: a float as its integer form when whole ("3"), else its shortest round-trip text ("0.25",
+    "1e-05", "inf"); text as it is. NaN stays NaN."""
+    if not pd.api.types.is_float_dtype(values):
+        return values
+    return pd.Series(_writings(values.to_numpy())[0], index=values.index, name=values.name)
+
+
+def _writings(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the integer form where whole else the shortest round-trip text, the shortest round-trip text) of floats."""
+    shortest = np.array(list(map(repr, x.tolist())), dtype=object)
+    shortest[np.isnan(x)] = np.nan
+    whole = np.isfinite(x) & (x == np.round(x)) & (np.abs(x) < 2**53)
+    canonical = shortest.copy()
+    canonical[whole] = x[whole].astype(np.int64).astype(str)
+    return canonical, shortest
 
 
 def numbers(values: pd.Series) -> pd.Series:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kit.columns import numbers
+from kit.columns import as_text, numbers
 from kit.encoding import encode_folds
 from kit.errors import KitError
 from kit.images import decode
@@ -144,10 +144,21 @@ class TableInput:
             raise KitError(f"rows lack column(s) {missing}; expected {self.columns}")
         frame = frame[self.columns].astype(object).where(frame[self.columns].notna(), None)
         for column in set(self.columns) - set(self.numeric):
-            frame[column] = frame[column].map(lambda v: None if v is None or v == "" else str(v))
+            frame[column] = _cells_as_text(frame[column])
         frame = parse_numeric(frame, self.numeric, "input rows")
         engineered = self.engineer(frame) if self.engineer else frame
         return encode_folds(engineered, self.contract["encoding"]["folds"])
+
+
+def _cells_as_text(values: pd.Series) -> pd.Series:
+    """A text column's cells as strings (a float as training's typed reader writes it back: 3.0 -> "3"), a missing
+    or empty one as None."""
+    cells = values.to_numpy(dtype=object).copy()
+    floats = np.array([isinstance(v, float) for v in cells], dtype=bool)
+    if floats.any():
+        cells[floats] = as_text(pd.Series(cells[floats], dtype=float)).to_numpy()
+    return pd.Series([None if v is None or v == "" or v != v else str(v) for v in cells], index=values.index,
+                     dtype=object)
 
 
 class ImageInput:

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from kit.columns import numbers
+from kit.columns import as_text, numbers
 from kit.errors import KitError
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
             gaps.append(values.isna().to_numpy(dtype=np.float32))
     parts = [np.stack(scaled + gaps, axis=1)] if scaled or gaps else []
     for column, vocab in state["categorical"].items():
-        codes = pd.Categorical(_keys(frame[column]), categories=vocab).codes  # -1: not a one-hot value
+        codes = pd.Index(vocab).get_indexer(_keys(frame[column]))  # -1: not a one-hot value
         onehot = np.zeros((len(frame), len(vocab)), dtype=np.float32)
         hit = np.flatnonzero(codes >= 0)
         onehot[hit, codes[hit]] = 1
@@ -247,8 +247,8 @@ def _impute(frame: pd.DataFrame, column: str, entry: dict) -> pd.Series:
 
 
 def _keys(values: pd.Series) -> pd.Series:
-    """Category values as strings, a missing value as "" (its own category)."""
-    return values.where(values.notna(), "").astype(str)
+    """Category values as strings (a number as `as_text` writes it), a missing value as "" (its own category)."""
+    return as_text(values).where(values.notna(), "").astype(str)
 
 
 def _frequencies(keys: pd.Series) -> dict[str, int]:

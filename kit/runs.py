@@ -177,25 +177,26 @@ def load_ensemble(run_dir: Path, task, device: torch.device | str = "cpu") -> tu
     """The run's servable fold ensemble (eval mode, on `device`): every served fold's learners, blended with the
     weights in metrics.json; and the folds' preprocessing states."""
     folds, states = [], []
-    saved_folds = load_folds(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for saved, meta in saved_folds[: metrics.get("served_folds")]:  # a budget's repeats not kept are left out
+    for saved, meta in load_folds(run_dir):
         state = meta["preprocessing"]
         folds.append({name: get_learner(name).rebuild(weights, task, state) for name, weights in saved.items()})
         states.append(state)
-    return task.ensemble(folds, states, list(metrics["blend"]["weights"].values())).to(device).eval(), states
+    weights = list(json.loads((run_dir / "metrics.json").read_text())["blend"]["weights"].values())
+    return task.ensemble(folds, states, weights).to(device).eval(), states
 
 
 def load_folds(run_dir: Path) -> list[tuple[dict, dict]]:
-    """(state_dict, metadata) of every fold checkpoint in `run_dir`, in fold order."""
+    """(state_dict, metadata) of every served fold checkpoint in `run_dir`, in fold order (a budget's repeats that
+    were not kept are not read)."""
     if not (run_dir / "metrics.json").is_file():
         raise KitError(f"{run_dir} is an unfinished training run; finish it with `make train "
                        f"COMP={comp_arg(run_config(run_dir))} RESUME={run_dir.name}` (same DATA and SET as it "
                        "was started with), or choose a finished run with RUN=<run-id>")
-    if not isinstance(json.loads((run_dir / "metrics.json").read_text()).get("metric"), dict):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if not isinstance(metrics.get("metric"), dict):
         raise KitError(f"{run_dir} was trained by an older kit, before runs were scored by the competition's metric; "
                        f"train it again with `make train COMP={comp_arg(run_config(run_dir))}`")
-    metas = sorted(run_dir.glob("fold[0-9]*.json"), key=lambda p: int(p.stem[4:]))
+    metas = sorted(run_dir.glob("fold[0-9]*.json"), key=lambda p: int(p.stem[4:]))[: metrics.get("served_folds")]
     folds = []
     for meta_path in metas:
         weights = meta_path.with_suffix(".pt")

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.columns import date_format, date_parts, infer_kind, infer_kinds, text_features
+from kit.columns import as_text, date_format, date_parts, infer_kind, infer_kinds, text_features, typed
+from kit.encoding import encode, fit_encoding
 
 
 def col(values) -> pd.Series:
@@ -128,3 +129,44 @@ def test_a_large_table_is_handled():
 def test_kinds_are_deterministic(values):
     column = col(values * 20_000)
     assert infer_kind(column) == infer_kind(column.copy())
+
+
+def test_typed_holds_a_float_only_for_numbers_in_their_own_writing():
+    frame = pd.DataFrame({"whole": col(["1", "2", None, "3"]), "floaty": col(["3.0", "2.5", "-1", "1e-05"]),
+                          "inf": col(["0.1", "inf", None, "7"]), "padded": col(["01", "2", "3", "4"]),
+                          "trailing": col(["1.50", "2", "3", "4"]),
+                          "long": col(["12345678901234567890", "1", "2", "3"]),
+                          "plus": col(["+3", "1", "2", "3"]), "na": col(["NA", "1", "2", "3"]),
+                          "word": col(["a", "b", "a", None]), "id": col(["1", "2", "3", "4"])})
+    out = typed(frame, keep=["id"])
+    floats = [c for c in out.columns if out[c].dtype == np.float64]
+    assert floats == ["whole", "floaty", "inf"]
+    assert out["floaty"].tolist() == [3.0, 2.5, -1.0, 1e-05] and np.isnan(out["whole"].iloc[2])
+    for column in frame.columns.drop(floats):  # text columns keep every value's writing
+        assert out[column].fillna("-").tolist() == frame[column].fillna("-").tolist()
+    assert as_text(out["floaty"]).tolist() == ["3", "2.5", "-1", "1e-05"]  # a number's keys: one writing each
+    words = frame["word"]
+    assert as_text(out["inf"]).tolist()[:2] == ["0.1", "inf"] and as_text(words) is words
+    assert out["word"].iloc[0] is out["word"].iloc[2]  # one shared string per distinct value
+
+
+def test_a_typed_table_encodes_exactly_as_its_text():
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({
+        "x": col(np.round(rng.normal(size=n), 4)), "count": col(rng.integers(0, 9, n)),
+        "gaps": col(np.where(rng.random(n) < 0.2, None, rng.integers(0, 99, n).astype(str))),
+        "odd": col(np.where(rng.random(n) < 0.1, "NA", rng.integers(0, 9, n).astype(str))),
+        "huge": col(np.where(rng.random(n) < 0.05, "inf", rng.normal(size=n).round(2).astype(str))),
+        "grade": col(rng.integers(1, 4, n)), "colour": col(np.array(["red", "blue", None])[rng.integers(0, 3, n)]),
+        "when": col(pd.date_range("2020-01-01", periods=n, freq="D").astype(str)),
+    })
+    y = rng.integers(0, 2, n)
+
+    class Spec:  # the automatic encoding, with a column of numbers forced categorical
+        raw_numeric, raw_text, numeric, drop, categorical = [], [], [], [], ["grade"]
+
+    text_state, typed_state = fit_encoding(frame, Spec, y, 2), fit_encoding(typed(frame), Spec, y, 2)
+    assert text_state == typed_state
+    assert typed(frame)["grade"].dtype == np.float64 and text_state["ordinal"]["grade"].keys() == {"1", "2", "3"}
+    np.testing.assert_array_equal(encode(frame, text_state), encode(typed(frame), typed_state))

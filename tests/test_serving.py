@@ -112,3 +112,23 @@ def test_image_exports_need_no_code_and_tabular_ones_name_their_columns(image_ex
     assert columns["Embarked"]["missing"] and columns["Name"]["categories"] is None
     assert (columns["Age"]["min"], columns["Age"]["max"]) == (train["Age"].min(), train["Age"].max())
     assert columns["Pclass"]["integer"] and not columns["Fare"]["integer"]
+
+
+def test_a_text_column_reads_a_number_as_training_wrote_it(tmp_path):
+    """Rows from pandas' own read (1 -> 1.0) or a typed test table reach a text column's categories as training's
+    text: the float 1.0 is the category "1", as the typed reader writes it back."""
+    from kit.contract import TableInput
+    from kit.encoding import fit_encoding
+
+    class Spec:  # the automatic encoding
+        raw_numeric, raw_text, numeric, categorical, drop = [], [], [], [], []
+
+    train = pd.DataFrame({"code": ["1", "2", "x", "2.5"] * 10, "v": [str(i) for i in range(40)]})
+    state = fit_encoding(train, Spec, np.array([0, 1] * 20), 2)
+    contract = {"columns": [{"name": "code", "type": "text"}, {"name": "v", "type": "number"}],
+                "encoding": {"folds": [state]}}
+    table = TableInput(contract, tmp_path, trust_code=False)
+    as_written = table.prepare([{"code": "1", "v": 3}, {"code": "2.5", "v": 4}, {"code": None, "v": 5}])
+    as_floats = table.prepare(pd.DataFrame({"code": [1.0, 2.5, np.nan], "v": [3, 4, 5]}))
+    np.testing.assert_array_equal(as_written, as_floats)
+    assert not np.array_equal(as_written[:1], table.prepare([{"code": "x", "v": 3}]))  # the category matters

@@ -182,6 +182,35 @@ def test_catboost_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
     assert model.get_leaf_weights()[: 2**config.catboost.depth].sum() == seen
 
 
+@pytest.mark.parametrize(("max_rows", "seen"), [(120, 120), (0, 1000)])
+def test_gbdt_fits_on_at_most_max_rows_of_the_fold(max_rows, seen):
+    """gbdt.max_rows caps the rows HistGradientBoosting learns from; its first tree's root counts them."""
+    config = load_config("titanic", [f"gbdt.max_rows={max_rows}", "gbdt.max_iter=5"])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 4)).astype(np.float32)
+    model = get_learner("gbdt").fit_estimator(config, Binary(["0", "1"]), x, (x[:, 0] > 0).astype(int), 0)
+    assert model._predictors[0][0].nodes["count"][0] == seen
+
+
+def test_a_table_is_typed_chunk_by_chunk_and_no_writing_changes(tmp_path, monkeypatch):
+    """Numbers are read once as float64; a column that is numbers in one chunk and not in another is text in all
+    of them, each value as written; the id and target stay text."""
+    from kit.tasks import tabular
+
+    monkeypatch.setattr(tabular, "READ_ROWS", 2)
+    path = tmp_path / "train.csv"
+    pd.DataFrame({"id": ["007", "8", "9", "10", "11"], "x": ["1", "2.5", "", "3.0", "1e-05"],
+                  "late": ["1", "2.5", "3", "x", "4"], "c": ["a", "b", "a", "b", ""], "y": ["1", "0", "1", "0", "1"]},
+                 ).to_csv(path, index=False)
+    config = load_config("titanic", ["features.raw_numeric=[]", "features.raw_text=[]", "features.code=null",
+                                     "data.id=id", "target.column=y"])
+    frame = tabular.read_table(path, config, labelled=True)
+    assert frame["x"].dtype == np.float64 and frame["x"].tolist()[:2] == [1.0, 2.5]
+    assert frame["late"].tolist() == ["1", "2.5", "3", "x", "4"]  # typed in chunks 1 and 3 only: read again
+    assert frame["id"].tolist() == ["007", "8", "9", "10", "11"] and frame["y"].tolist() == ["1", "0", "1", "0", "1"]
+    assert frame["c"].fillna("").tolist() == ["a", "b", "a", "b", ""]
+
+
 @pytest.mark.parametrize("target_type", ["binary", "regression"])
 def test_the_linear_learner_fits_the_encoded_float32_rows_without_a_float64_copy(target_type):
     """LogisticRegression solves in the float32 it is given (no float64 copy of a fold's one-hot columns, the

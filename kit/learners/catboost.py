@@ -11,7 +11,7 @@ import numpy as np
 
 from kit.errors import KitError
 from kit.learners import register
-from kit.learners.compiled import SMALL, Compiled, early_stopping
+from kit.learners.compiled import SMALL, Compiled, early_stopping, sample_rows
 
 SMALL_TABLE_ROUNDS = 1000  # CatBoost's default rounds, at the learning rate it picks for them and the rows
 
@@ -70,9 +70,7 @@ class CatBoost(Compiled):
 
     def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
         """At most catboost.max_rows of the rows (a sample drawn by `seed`); with early stopping, on 10% of those."""
-        if 0 < config.catboost.max_rows < len(x):
-            rows = np.sort(np.random.default_rng(seed).choice(len(x), config.catboost.max_rows, replace=False))
-            x, y = x[rows], y[rows]
+        x, y = sample_rows(x, y, config.catboost.max_rows, seed)
         model = self.estimator(config, target, len(x), seed)
         if not model.get_param("use_best_model"):
             return super().fit_estimator(config, target, x, y, seed)

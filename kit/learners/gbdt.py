@@ -14,7 +14,9 @@ import numpy as np
 
 from kit.errors import KitError
 from kit.learners import register
-from kit.learners.compiled import Compiled, early_stopping
+from kit.learners.compiled import Compiled, early_stopping, sample_rows
+
+MAX_ROWS = 200_000  # as catboost.max_rows; chosen on the million-row table (docs/tables.md "Scale")
 
 
 @dataclass
@@ -31,12 +33,15 @@ class GBDTConfig:
     max_depth: int = 0  # 0: unlimited (max_leaf_nodes bounds the trees)
     min_samples_leaf: int = 20  # training rows per leaf at least
     l2_regularization: float = 1.0  # L2 penalty on the leaf values
+    # Training rows it fits on at most (a random sample of the fold's training part beyond; 0: all): on an
+    # 800,000-row fold all rows took 300 s of a 590 s fold (docs/tables.md "Scale")
+    max_rows: int = MAX_ROWS
 
     def ranges(self) -> list[tuple[str, float, float, float]]:
         return [("max_iter", self.max_iter, 1, 100_000), ("max_leaf_nodes", self.max_leaf_nodes, 2, 100_000),
                 ("max_depth", self.max_depth, 0, 1_000), ("min_samples_leaf", self.min_samples_leaf, 1, 1_000_000),
                 ("learning_rate", self.learning_rate, 1e-6, 10.0),
-                ("l2_regularization", self.l2_regularization, 0, 1e6)]
+                ("l2_regularization", self.l2_regularization, 0, 1e6), ("max_rows", self.max_rows, 0, 1e12)]
 
     def space(self, target, rows: int) -> dict[str, tuple[float, float]]:
         """What `make tune` searches (log scale; whole numbers where the default is one): with early stopping the
@@ -61,6 +66,10 @@ class GBDT(Compiled):
             max_depth=g.max_depth or None, min_samples_leaf=g.min_samples_leaf, l2_regularization=g.l2_regularization,
             early_stopping=early_stopping(g.early_stopping, rows), validation_fraction=0.1, n_iter_no_change=20,
             random_state=seed)
+
+    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
+        """At most gbdt.max_rows of the rows (a sample drawn by `seed`)."""
+        return super().fit_estimator(config, target, *sample_rows(x, y, config.gbdt.max_rows, seed), seed)
 
     def compile(self, model):
         return compile_hgb(model)

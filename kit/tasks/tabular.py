@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 
 from kit import contract
 from kit.batches import TensorBatches
+from kit.columns import typed
 from kit.config import Config
 from kit.distributed import SINGLE, Dist
 from kit.encoding import encode, encode_folds, feature_names, fit_encoding, learner_columns, warn_unseen
@@ -198,10 +199,17 @@ class ColumnSlice(torch.nn.Module):
         return self.model(x[:, self.start : self.stop])
 
 
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """A CSV's cells as text (empty cells: NaN) with stripped column names; `make new` reads the same way."""
+READ_ROWS = 200_000  # rows read and typed at a time: memory holds one chunk's text, not the table's
+
+
+def read_csv_text(path: Path, typed_except: Collection[str] | None = None) -> pd.DataFrame:
+    """A CSV's cells as text (empty cells: NaN) with stripped column names; `make new` reads the same way. With
+    `typed_except`, every other column of numbers is held as float64 (kit.columns.typed), read a chunk at a time."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        if typed_except is None:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            frame = _read_typed(path, typed_except)
     except pd.errors.EmptyDataError:
         raise KitError(f"{path} is empty; expected a CSV with a header row and data rows") from None
     except UnicodeDecodeError as exc:
@@ -213,6 +221,25 @@ def read_csv_text(path: Path) -> pd.DataFrame:
     if frame.shape[1] == 1:
         _refuse_other_separator(path, str(frame.columns[0]))
     frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _read_typed(path: Path, keep: Collection[str]) -> pd.DataFrame:
+    """The CSV typed chunk by chunk. A column is float64 where every chunk typed it so; a column typed in some
+    chunks but not others is read again as text, so that no value's writing changes."""
+    text = dict(dtype=str, keep_default_na=False, na_values=[""])
+    parts = []
+    with pd.read_csv(path, chunksize=READ_ROWS, **text) as reader:
+        for chunk in reader:
+            parts.append(typed(chunk, keep=[c for c in chunk.columns if str(c).strip() in keep]))
+    if not parts:
+        return pd.read_csv(path, **text)
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    floats = [{c for c in part.columns if pd.api.types.is_float_dtype(part[c])} for part in parts]
+    mixed = [c for c in frame.columns if c in set.union(*floats) - set.intersection(*floats)]
+    if mixed:
+        again = pd.read_csv(path, usecols=[frame.columns.get_loc(c) for c in mixed], **text)
+        frame[mixed] = again[mixed].to_numpy()
     return frame
 
 
@@ -237,8 +264,9 @@ def read_table(path: Path, config: Config, labelled: bool, check_target: bool = 
     flag = "DATA" if labelled else "TEST"
     if not Path(path).is_file():
         raise KitError(f"{what} file not found: {path}; point {flag}=... at the CSV or its folder")
-    frame = read_csv_text(path)
     data, spec = config.data, config.features
+    listed = spec.raw_numeric or spec.raw_text  # a feature file takes these columns as it was written for
+    frame = read_csv_text(path, typed_except=None if listed else [data.id, config.target.column])
     required = [data.id, *([config.target.column] if labelled else []), *spec.raw_numeric, *spec.raw_text]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -253,10 +281,9 @@ def read_table(path: Path, config: Config, labelled: bool, check_target: bool = 
     duplicated = ids[ids.duplicated()].unique().tolist()
     if duplicated:
         raise KitError(f"{path}: duplicate {data.id!r} values {duplicated[:5]}; each row needs a unique id")
-    frame = contract.parse_numeric(frame, spec.raw_numeric, str(path))
     if labelled and check_target:
         _check_target(frame, path, config)
-    return frame
+    return contract.parse_numeric(frame, spec.raw_numeric, str(path))
 
 
 def _check_target(frame: pd.DataFrame, path: Path, config: Config) -> None:

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +205,7 @@ class FoldJob:
     run_dir: Path
     dist: Dist = SINGLE
     writer: SummaryWriter | None = None
+    selected: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # `features` by what learners read
 
     @property
     def target(self) -> Target:
@@ -215,9 +216,12 @@ class FoldJob:
         return self.task.features(self.part, self.state, train=True)
 
     def features(self, reads: str) -> np.ndarray:
-        """The training rows encoded once for the fold, with the columns a learner `reads` (kit/encoding.py)."""
-        columns = learner_columns(self.state, reads)
-        return self.encoded if columns is None else self.encoded[:, columns]
+        """The training rows encoded once for the fold, with the columns a learner `reads` (kit/encoding.py),
+        selected once for all the learners that read them (linear and net share the one-hot columns)."""
+        if reads not in self.selected:
+            columns = learner_columns(self.state, reads)
+            self.selected[reads] = self.encoded if columns is None else self.encoded[:, columns]
+        return self.selected[reads]
 
 
 def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,

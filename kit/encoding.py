@@ -173,7 +173,7 @@ def _encode_auto(frame: pd.DataFrame, state: dict) -> np.ndarray:
         parts.append(_keys(frame[column]).map(codes).fillna(0).to_numpy(dtype=np.float32)[:, None])
     if not parts:
         raise KitError("no usable feature column: every column was dropped (the kinds are in the training log)")
-    return np.hstack(parts).astype(np.float32)
+    return np.hstack(parts).astype(np.float32, copy=False)
 
 
 def learner_columns(state: dict, reads: str) -> list[int] | None:

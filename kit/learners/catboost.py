@@ -70,7 +70,7 @@ class CatBoost(Compiled):
 
     def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
         """At most catboost.max_rows of the rows (a sample drawn by `seed`); with early stopping, on 10% of those."""
-        x, y = sample_rows(x, y, config.catboost.max_rows, seed)
+        x, y = sample_rows(x, y, config.catboost.max_rows, seed, "catboost.max_rows")
         model = self.estimator(config, target, len(x), seed)
         if not model.get_param("use_best_model"):
             return super().fit_estimator(config, target, x, y, seed)

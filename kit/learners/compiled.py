@@ -65,11 +65,12 @@ class Compiled(Learner):
         return module, {}, []
 
 
-def sample_rows(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most `limit` of the rows (0: all), a sample drawn by `seed`, in their order: a learner whose rounds cost
-    time in proportion to the rows fits a large fold in minutes, not most of an hour."""
+def sample_rows(x: np.ndarray, y: np.ndarray, limit: int, seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` of the rows (0: all; `key`: the setting, for the log), a sample drawn by `seed`, in their
+    order: a learner whose rounds cost time in proportion to the rows fits a large fold in minutes, not an hour."""
     if not 0 < limit < len(x):
         return x, y
+    log.info("%s: a random sample of %d of the %d training rows (%s)", key.split(".")[0], limit, len(x), key)
     rows = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
     return x[rows], y[rows]
 

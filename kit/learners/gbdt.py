@@ -69,7 +69,8 @@ class GBDT(Compiled):
 
     def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
         """At most gbdt.max_rows of the rows (a sample drawn by `seed`)."""
-        return super().fit_estimator(config, target, *sample_rows(x, y, config.gbdt.max_rows, seed), seed)
+        x, y = sample_rows(x, y, config.gbdt.max_rows, seed, "gbdt.max_rows")
+        return super().fit_estimator(config, target, x, y, seed)
 
     def compile(self, model):
         return compile_hgb(model)

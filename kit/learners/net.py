@@ -18,15 +18,18 @@ class NetFit:
     objective: object
 
 
-def prepare_fit(task, config, part, valid, state: dict, dist=None, device=None, pretrained: bool = False) -> NetFit:
+def prepare_fit(task, config, part, valid, state: dict, dist=None, device=None, pretrained: bool = False,
+                encoded=None) -> NetFit:
     """The network, its training and validation batches on `device` (default: `dist`'s) and its objective for a
-    fold's training part `part`: the one wiring that kit.cv, kit.bench and kit.doctor train through."""
+    fold's training part `part`: the one wiring that kit.cv, kit.bench and kit.doctor train through. `encoded`:
+    a table's training rows already encoded with the network's columns (the fold's, shared with its learners)."""
     from kit.distributed import SINGLE
 
     dist = dist or SINGLE
     device = device or dist.device
     model = task.build_model(state, pretrained=pretrained).to(device)
-    return NetFit(model, task.loader(part, state, train=True, dist=dist, device=device),
+    given = {} if encoded is None else {"encoded": encoded}
+    return NetFit(model, task.loader(part, state, train=True, dist=dist, device=device, **given),
                   None if valid is None else task.loader(valid, state, train=False, dist=dist, device=device),
                   objective(config, part, state))
 
@@ -53,7 +56,9 @@ class Net(Learner):
         from kit import runs
         from kit.trainer import fit
 
-        parts = prepare_fit(job.task, job.config, job.part, job.valid, job.state, job.dist, pretrained=True)
+        encoded = job.features(self.reads) if job.config.task == "tabular" else None  # encoded once for the fold
+        parts = prepare_fit(job.task, job.config, job.part, job.valid, job.state, job.dist, pretrained=True,
+                            encoded=encoded)
 
         def on_epoch(row: dict) -> None:
             for key, value in row.items():

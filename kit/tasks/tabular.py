@@ -125,10 +125,13 @@ class TabularTask:
         return encode(samples.data, state, own=samples.y if train else None)
 
     def loader(self, samples: Samples, state: dict, train: bool, dist: Dist = SINGLE,
-               device: torch.device | None = None) -> TensorBatches:
-        x = self.features(samples, state, train)
-        columns = learner_columns(state, "onehot")  # the MLP reads one-hot categories
-        x = x if columns is None else x[:, columns]
+               device: torch.device | None = None, encoded: np.ndarray | None = None) -> TensorBatches:
+        """`encoded`: the rows already encoded with the network's columns (a fold's, shared with its learners)."""
+        if encoded is None:
+            x = self.features(samples, state, train)
+            columns = learner_columns(state, "onehot")  # the MLP reads one-hot categories
+            encoded = x if columns is None else x[:, columns]
+        x = encoded
         y = samples.y.astype(np.float32) if self.target.predicts_values else samples.y  # in the target's units
         batch = self.config.train.batch_for(len(samples)) * (1 if train else 2)
         return TensorBatches(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), batch,

@@ -67,11 +67,13 @@ class Budget:
         prediction end within the budget, from this fold's time and its OOF pass's rate. When even the first
         repeat does not fit, the slowest learners are left out (one learner at least stays) until it does.
         Whether the plan differs from one repeat of every learner."""
-        self.predict_per_row = row["oof_seconds"] / max(row["valid_rows"], 1)
         learners = dict(sorted(row["learner_seconds"].items(), key=lambda item: item[1]))
         left = self.seconds - self.reserve() - self.elapsed()
         while True:
-            fold = row["seconds"] - sum(row["learner_seconds"][name] for name in self.dropped)
+            predicting = sum(row.get("predict_seconds", {}).get(name, 0.0) for name in self.dropped)
+            fold = row["seconds"] - sum(row["learner_seconds"][name] for name in self.dropped) - predicting
+            oof = row["oof_seconds"] - predicting
+            self.predict_per_row = oof / max(row["valid_rows"], 1)
             fits = [r for r in range(1, MAX_REPEATS + 1) if (r * self.folds - 1) * fold + self.predict_seconds(r)
                     <= left]
             if fits or len(learners) == 1:

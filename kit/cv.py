@@ -241,9 +241,10 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     row["learner_seconds"] = seconds
     if not dist.main:
         return None
-    oof_start = time.perf_counter()
-    preds = oof_predictions(job, fitted)
+    oof_start, spent = time.perf_counter(), {}
+    preds = oof_predictions(job, fitted, spent)
     row["oof_seconds"] = round(time.perf_counter() - oof_start, 3)
+    row["predict_seconds"] = {name: round(s, 3) for name, s in spent.items()}
     metric, target = metric_of(config), job.target
     scores = {name: metric.score(valid.y, target.inverse(preds[:, i])) for i, name in enumerate(fitted)}
     row |= {"score": metric.score(valid.y, target.inverse(preds.mean(1))), "learners": scores,
@@ -263,11 +264,37 @@ def fold_job(task, config: Config, train: Samples, split: tuple[np.ndarray, np.n
     return FoldJob(task, config, part, valid, task.fit(part), fold, seed, run_dir, dist, writer)
 
 
-def oof_predictions(job: FoldJob, fitted: dict[str, torch.nn.Module]) -> np.ndarray:
-    """Each fitted learner's predictions for the fold's validation rows: [rows, learners, classes (or 1 value)]."""
+def oof_predictions(job: FoldJob, fitted: dict[str, torch.nn.Module], spent: dict | None = None) -> np.ndarray:
+    """Each fitted learner's predictions for the fold's validation rows: [rows, learners, classes (or 1 value)].
+    `spent` (if given) gets each learner's seconds of the pass (the rest is reading and encoding the rows): what
+    serving a subset of the learners costs."""
     model = job.task.ensemble([fitted], [job.state], None).to(job.dist.device).eval()  # the CPU-fitted learners too
-    return ensemble_probs(model, job.task.batches(job.valid, [job.state]), len(job.valid), job.dist.device,
-                          desc=f"fold {job.fold} OOF", unit=job.task.unit).numpy()
+    hooks = [] if spent is None else [h for name, m in fitted.items() for h in _clocked(m, name, spent)]
+    try:
+        return ensemble_probs(model, job.task.batches(job.valid, [job.state]), len(job.valid), job.dist.device,
+                              desc=f"fold {job.fold} OOF", unit=job.task.unit).numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _clocked(module: torch.nn.Module, name: str, spent: dict) -> list:
+    """Forward hooks adding `module`'s forward time to spent[name] (the device synchronised, so that a GPU's
+    queued work counts where it belongs)."""
+    spent[name], started = 0.0, []
+
+    def sync() -> float:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def before(*_):
+        started.append(sync())
+
+    def after(*_):
+        spent[name] += sync() - started.pop()
+
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
 
 
 def log_fold(row: dict, scores: dict, metric: str, names: tuple[str, str]) -> None:

@@ -65,11 +65,15 @@ class TTA(nn.Module):
 
 
 class Blend(nn.Module):
-    """A fold's learners (each: raw batch -> probabilities) weighted into one answer. Without weights it returns
-    every learner's probabilities, [N, learners, classes], for the out-of-fold predictions that fit the weights."""
+    """A fold's learners (each: raw batch -> probabilities) weighted into one answer; a learner of weight 0 is left
+    out (exactly: its term was 0). Without weights it returns every learner's probabilities, [N, learners, classes],
+    for the out-of-fold predictions that fit the weights."""
 
     def __init__(self, learners: dict[str, nn.Module], weights: list[float] | None):
         super().__init__()
+        if weights is not None:  # a learner the weights give nothing is not served: its time would buy nothing
+            learners = {name: m for (name, m), w in zip(learners.items(), weights, strict=True) if w != 0}
+            weights = [w for w in weights if w != 0]
         self.learners = nn.ModuleDict(learners)
         self.register_buffer("weights", None if weights is None else torch.tensor(weights, dtype=torch.float32))
 

@@ -43,7 +43,7 @@ def summarize_run(config: Config, train: Samples, splits: list, run_dir: Path, s
     mix = blend.choose(oof, target.forward(train.y), fold_of, config.blend, gain, values=target.predicts_values)
     summary = summarize(config, train.y, oof, mix, fold_of, fold_rows, seconds, task.score_names())
     summary |= served_folds(mix["oof"], fold_of, gain, budget, len(splits), metric.sign)
-    summary["serving"] = serving_cost(fold_rows, summary["served_folds"], len(config.learners), task.unit)
+    summary["serving"] = serving_cost(fold_rows, summary["served_folds"], summary["blend"]["weights"], task.unit)
     write_outputs(run_dir, config, target, train, oof, mix["oof"], fold_of, summary, epoch_rows, task.score_names())
     log_summary(config, summary, run_dir)
 
@@ -68,10 +68,16 @@ def served_folds(served: np.ndarray, fold_of: np.ndarray, gain, budget: Budget |
     return out
 
 
-def serving_cost(fold_rows: list[dict], folds: int, learners: int, unit: str) -> dict:
-    """What the served ensemble costs at inference: its models, and the rate on this machine estimated from the OOF
-    passes (one fold's models over its validation rows), divided by the folds served."""
-    rates = [row["valid_rows"] / row["oof_seconds"] for row in fold_rows if row.get("oof_seconds")]
+def serving_cost(fold_rows: list[dict], folds: int, weights: dict[str, float], unit: str) -> dict:
+    """What the served ensemble costs at inference: its models (the learners of weight > 0), and the rate on this
+    machine estimated from the OOF passes (one fold's models over its validation rows, less the time of learners
+    not served), divided by the folds served."""
+    unserved = [name for name, w in weights.items() if w == 0]
+    seconds = [(row["valid_rows"], row["oof_seconds"] - sum(row.get("predict_seconds", {}).get(n, 0.0)
+                                                              for n in unserved)) for row in fold_rows
+               if row.get("oof_seconds")]
+    rates = [rows / s for rows, s in seconds if s > 0]
+    learners = len(weights) - len(unserved)
     return {"models": folds * learners, "folds": folds, "learners": learners, "unit": unit,
             "per_second": round(float(np.median(rates)) / folds, 1) if rates else None}
 

@@ -39,6 +39,10 @@ def test_a_learner_too_slow_for_the_first_repeat_is_left_out():
     budget = _budget(60)  # 48.8 s left: with slow a repeat needs 60 s + 13 s more; without it 10 s + 13 s
     assert budget.plan(_fold(30, fast=5, slow=25)) and budget.dropped == ["slow"]
     assert budget.repeats == 2 and "slow left out" in budget.note and budget.fold_seconds == [5]
+    timed = _budget(60)  # the OOF pass's share of each learner is known: the dropped one's leaves the estimate
+    assert timed.plan(_fold(30, fast=5, slow=25) | {"predict_seconds": {"fast": 0.02, "slow": 0.07}})
+    assert timed.dropped == ["slow"] and timed.predict_per_row == pytest.approx(0.03 / 100)
+    assert timed.fold_seconds == [pytest.approx(30 - 25 - 0.07)]
 
 
 def test_a_first_fold_that_does_not_fit_says_so(caplog):

@@ -13,9 +13,11 @@ from conftest import CPU_ENV, ROOT, TITANIC, run_kit
 from kit import blend, runs, runtime
 from kit.config import load_config
 from kit.encoding import encode, fit_encoding
+from kit.ensemble import Blend
 from kit.errors import KitError
 from kit.folds import make_splits
 from kit.learners import get_learner
+from kit.report import serving_cost
 from kit.target import Binary, target_class
 from kit.tasks import get_task
 
@@ -106,6 +108,32 @@ def test_the_exported_graph_is_every_learner_of_every_fold_blended(weighted_run,
                 expected = expected + weights[name] * get_learner(name).rebuild(state, task, {})(x).numpy() / 3
     got = runtime.load(tmp / "exports" / "titanic", backend=backend, trust_code=True).predict_proba(rows)
     assert min(weights.values()) < 0.45 and np.abs(got - expected).max() <= 1e-4
+
+
+def test_a_learner_of_weight_zero_is_not_served_and_changes_nothing():
+    torch.manual_seed(0)
+    a, b, c = (torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Softmax(dim=1)) for _ in range(3))
+    x = torch.randn(5, 3)
+    served = Blend({"a": a, "b": b, "c": c}, [0.25, 0.0, 0.75])
+    assert list(served.learners) == ["a", "c"]
+    with torch.no_grad():
+        assert torch.equal(served(x), (torch.stack([a(x), c(x)], 1) * torch.tensor([0.25, 0.75])[:, None]).sum(1))
+        assert torch.equal(served(x), Blend({"a": a, "b": b, "c": c}, None)(x)[:, [0, 2]].mul(
+            torch.tensor([0.25, 0.75])[:, None]).sum(1))
+
+
+def test_the_serving_cost_counts_the_learners_served_and_their_share_of_the_oof_pass(weighted_run):
+    """Each fold records every learner's seconds of its OOF pass; the serving line leaves out what weight 0 leaves
+    out of the graph."""
+    _, run_dir = weighted_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for row in metrics["folds"]:
+        assert set(row["predict_seconds"]) == {"gbdt", "linear"}
+        assert 0 < sum(row["predict_seconds"].values()) <= row["oof_seconds"]
+    rows = [{"valid_rows": 100, "oof_seconds": 10.0, "predict_seconds": {"gbdt": 6.0, "linear": 2.0}}] * 3
+    assert serving_cost(rows, 5, {"gbdt": 0.0, "linear": 1.0}, "rows") == {
+        "models": 5, "folds": 5, "learners": 1, "unit": "rows", "per_second": 5.0}  # 100 rows in 4 s, / 5 folds
+    assert serving_cost(rows, 5, {"gbdt": 0.5, "linear": 0.5}, "rows")["per_second"] == 2.0
 
 
 def test_eager_prediction_runs_a_table_in_chunks_equal_to_one_pass(weighted_run, monkeypatch):

@@ -44,17 +44,20 @@ def derive(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
 
-def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, dist: Dist) -> list[np.ndarray]:
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int, shuffle: bool, dist: Dist,
+                limit: int = 0) -> list[np.ndarray]:
     """This rank's batches of sample indices for one epoch.
 
-    Training (`shuffle`): one permutation per (seed, epoch), cut to whole global batches when there is more than
-    one (BatchNorm cannot train on a ragged batch of one), dealt out rank by rank. Evaluation: every sample once,
-    in order, rank r taking r, r + world, ...
+    Training (`shuffle`): one permutation per (seed, epoch), its first `limit` samples if given (a fresh subset each
+    epoch), cut to whole global batches when there is more than one (BatchNorm cannot train on a ragged batch of
+    one), dealt out rank by rank. Evaluation: every sample once, in order, rank r taking r, r + world, ...
     """
     if not shuffle:
         mine = np.arange(dist.rank, n, dist.world)
         return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, epoch, SHUFFLE))).numpy()
+    if 0 < limit < n:
+        order, n = order[:limit], limit
     if n > batch_size:
         order = order[: n - n % batch_size]
     if batch_size % dist.world:  # a shrunk global batch would silently change the recipe
@@ -119,16 +122,17 @@ class TensorBatches:
     unit = "rows"  # what a sample is, for the epoch line
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device, shuffle: bool,
-                 dist: Dist = SINGLE):
+                 dist: Dist = SINGLE, epoch_rows: int = 0):
         self.x, self.y, self.device = x.to(device), y.to(device), device
-        self.batch_size, self.shuffle, self.dist = batch_size, shuffle, dist
+        self.batch_size, self.shuffle, self.dist, self.epoch_rows = batch_size, shuffle, dist, epoch_rows
         self.seed, self.epoch = 0, 0
 
     def set_epoch(self, seed: int, epoch: int) -> None:
         self.seed, self.epoch = seed, epoch
 
     def _order(self) -> list[np.ndarray]:
-        return epoch_order(len(self.y), self.batch_size, self.seed, self.epoch, self.shuffle, self.dist)
+        return epoch_order(len(self.y), self.batch_size, self.seed, self.epoch, self.shuffle, self.dist,
+                           self.epoch_rows)
 
     def __len__(self) -> int:
         return len(self._order())

@@ -206,6 +206,7 @@ class FoldJob:
     dist: Dist = SINGLE
     writer: SummaryWriter | None = None
     selected: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # `features` by what learners read
+    needed: set[str] | None = None  # what the learners still to fit read: the rest is freed (None: keep all)
 
     @property
     def target(self) -> Target:
@@ -221,7 +222,18 @@ class FoldJob:
         if reads not in self.selected:
             columns = learner_columns(self.state, reads)
             self.selected[reads] = self.encoded if columns is None else self.encoded[:, columns]
+            self.forget()
         return self.selected[reads]
+
+    def forget(self) -> None:
+        """Free the selections no learner still to fit reads, and the full encoding once every selection still
+        needed is made (the million-row table's fold: 0.9 GB less while the network trains)."""
+        if self.needed is None:
+            return
+        self.selected = {r: self.selected[r] for r in self.needed if r in self.selected}
+        full = self.__dict__.get("encoded")
+        if self.needed <= set(self.selected) and all(x is not full for x in self.selected.values()):
+            self.__dict__.pop("encoded", None)
 
 
 def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,
@@ -233,12 +245,16 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     part, valid = job.part, job.valid
     fitted, row, history = {}, {"fold": fold}, []
     seconds = {}
-    for name in config.learners:
+    for i, name in enumerate(config.learners):
         start = time.perf_counter()
+        job.needed = {get_learner(later).reads for later in config.learners[i:]}
+        job.forget()
         fitted[name], own_row, own_history = get_learner(name).fit(job)
         row, history = row | own_row, history + own_history
         seconds[name] = round(time.perf_counter() - start, 3)
     row["learner_seconds"] = seconds
+    job.needed = set()  # the OOF pass encodes the validation rows itself
+    job.forget()
     if not dist.main:
         return None
     oof_start, spent = time.perf_counter(), {}

@@ -4,14 +4,18 @@ ONNX export, parity check and serving path as the image models. Each learner com
 
 Gradient-boosted trees become a `TreeEnsemble`: every tree's nodes packed into flat buffers, every (row, tree) pair
 walked from its root by a fixed number of gather / where steps (no data-dependent control flow, so tracing and the
-TorchScript ONNX exporter see one static graph with a dynamic batch axis). A LogisticRegression or Ridge becomes a
-`LinearModel`. Trees compare in float64, as scikit-learn does, so no threshold test flips; linear models sum in
-float64. Both return float32 probabilities [N, K] that match `predict_proba`. Everything lives in registered
-buffers, so a state_dict alone (what kit saves per fold and loads with weights_only=True) rebuilds the module: see
-`from_state_dict`.
+TorchScript ONNX exporter see one static graph with a dynamic batch axis); CatBoost's oblivious trees become
+`ObliviousTrees`, whose leaf is computed level by level for many trees at once. A LogisticRegression or Ridge becomes
+a `LinearModel`. Trees take float32 rows (kit's encoded features) and test each against its threshold rounded down
+to float32, which sends every float32 value where the float64 threshold does (`float32_at_most`), so no threshold
+test flips; linear models sum in float64. Both return float32 probabilities [N, K] that match `predict_proba`.
+Everything lives in registered buffers, so a state_dict alone (what kit saves per fold and loads with
+weights_only=True) rebuilds the module: see `from_state_dict`.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -31,6 +35,14 @@ def _probabilities(raw: torch.Tensor, binary: bool, identity: bool = False) -> t
         p = torch.sigmoid(raw)
         return torch.cat([1 - p, p], dim=1).float()
     return torch.softmax(raw, dim=1).float()
+
+
+def float32_at_most(threshold: torch.Tensor) -> torch.Tensor:
+    """The largest float32 not above each float64 threshold: for a float32 x, `x <= t` exactly when
+    `x <= float32_at_most(t)` (and `x > t` when `x > ...`), so a float32 test sends every row where the float64 one
+    would, with half the bytes gathered per test."""
+    below = threshold.to(torch.float32)
+    return torch.where(below.double() > threshold, torch.nextafter(below, torch.tensor(-math.inf)), below)
 
 
 GROUP = 256  # trees walked together: [rows, GROUP] node tensors stay in cache (otto, 3,105 trees: 3.2x vs all at once)
@@ -64,6 +76,7 @@ class TreeEnsemble(nn.Module):
         self.groups = [(start, min(start + GROUP, len(order)), int(depths[order[min(start + GROUP, len(order)) - 1]]))
                        for start in range(0, len(order), GROUP)]  # (first, end, steps) in depth order
         self.register_buffer("child", torch.stack([left, right], 1).reshape(-1), persistent=False)
+        self.register_buffer("threshold32", float32_at_most(threshold), persistent=False)
         self.register_buffer("sorted_roots", roots[order], persistent=False)
         self.register_buffer("sorted_class_map", class_map[order], persistent=False)
 
@@ -73,16 +86,63 @@ class TreeEnsemble(nn.Module):
         return cls(*(state.get(name) for name in cls.BUFFERS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # float64 like scikit-learn's own prediction, so no threshold test flips on float32 rounding.
-        x = x.to(torch.float64)
+        x = x.to(torch.float32)  # tested against threshold32: as scikit-learn's float64 test (float32_at_most)
         raw = self.baseline.expand(x.shape[0], -1)
         for start, end, steps in self.groups:
             node = self.sorted_roots[start:end].expand(x.shape[0], -1)
             for _ in range(steps):  # child holds (left, right) pairs: node i goes to 2i (left) or 2i + 1
-                go_right = torch.logical_not(x.gather(1, self.feature[node]) <= self.threshold[node])
+                go_right = torch.logical_not(x.gather(1, self.feature[node]) <= self.threshold32[node])
                 node = self.child[2 * node + go_right.long()]
             leaf, class_map = self.value[node], self.sorted_class_map[start:end]  # leaf [N, G] or [N, G, K]
             raw = raw + ((leaf * class_map).sum(1) if self.vector else leaf @ class_map)
+        return _probabilities(raw, self.binary, self.regressor)
+
+
+OBLIVIOUS_GROUP = 256  # trees tested together: [256 x depth, rows] comparisons per step
+
+
+class ObliviousTrees(nn.Module):
+    """Oblivious trees (CatBoost's): a tree of depth d tests one (feature, border) per level, whatever the node, so a
+    row's leaf is sum_i (x[feature_i] > border_i) << i. For a group of trees at once that is one gather of feature
+    rows (x transposed: each a contiguous copy), one comparison, d shifted adds and one leaf gather, instead of the
+    general walk's node-by-node gathers (TreeEnsemble); 3-4x faster on 1,000 depth-6 trees.
+
+    feature, border [T, D]: a tree shallower than D is padded with levels that never go right (border +inf; features
+    are imputed, never NaN); its leaves past 2^d are unused. value [T, 2^D] or [T, 2^D, K] (vector leaves,
+    multiclass). Rows come as float32, as CatBoost compares them; borders as `float32_at_most`."""
+
+    BUFFERS = ("feature", "border", "value", "baseline", "identity")
+
+    def __init__(self, feature: torch.Tensor, border: torch.Tensor, value: torch.Tensor, baseline: torch.Tensor,
+                 identity: torch.Tensor | None = None):
+        super().__init__()
+        identity = torch.tensor(False) if identity is None else identity
+        for name, tensor in zip(self.BUFFERS, (feature, border, value, baseline, identity), strict=True):
+            self.register_buffer(name, tensor)
+        self.binary, self.regressor, self.vector = baseline.numel() == 1, bool(identity), value.ndim == 3
+        trees, self.depth = feature.shape
+        self.groups = [(start, min(start + OBLIVIOUS_GROUP, trees)) for start in range(0, trees, OBLIVIOUS_GROUP)]
+        self.register_buffer("border32", float32_at_most(border), persistent=False)
+        self.register_buffer("offsets", torch.arange(trees, dtype=torch.int64)[:, None] * value.shape[1],
+                             persistent=False)
+        self.register_buffer("flat_value", value.reshape(trees * value.shape[1], -1).squeeze(1), persistent=False)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ObliviousTrees:
+        """The module back from its state_dict alone: the buffers are the whole model."""
+        return cls(*(state.get(name) for name in cls.BUFFERS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = x.to(torch.float32).t().contiguous()  # [F, N]
+        raw = self.baseline.expand(x.shape[0], -1)
+        for start, end in self.groups:
+            tested = columns.index_select(0, self.feature[start:end].reshape(-1))
+            right = (tested > self.border32[start:end].reshape(-1, 1)).view(end - start, self.depth, -1)
+            leaf = self.offsets[start:end]  # [G, 1], then [G, N]: each tree's leaf in flat_value
+            for level in range(self.depth):
+                leaf = leaf + right[:, level] * (1 << level)
+            value = self.flat_value[leaf].sum(0)  # [N] or [N, K]
+            raw = raw + (value if self.vector else value[:, None])
         return _probabilities(raw, self.binary, self.regressor)
 
 
@@ -120,10 +180,10 @@ class LinearModel(nn.Module):
         return _probabilities(x.to(torch.float64) @ self.weight.t() + self.bias, self.binary, self.regressor)
 
 
-def from_state_dict(state: dict[str, torch.Tensor]) -> TreeEnsemble | LinearModel:
+def from_state_dict(state: dict[str, torch.Tensor]) -> TreeEnsemble | ObliviousTrees | LinearModel:
     """Whichever compiled model a saved state_dict holds, told apart by its buffer names, so a fold loader needs
     nothing but the file."""
-    for cls in (TreeEnsemble, LinearModel):
+    for cls in (TreeEnsemble, ObliviousTrees, LinearModel):
         if set(cls.BUFFERS) - {"identity"} <= set(state) <= set(cls.BUFFERS):
             return cls.from_state_dict(state)
     raise KitError(f"not a compiled tree ensemble or logistic regression state_dict (keys {sorted(state)})")

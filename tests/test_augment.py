@@ -80,6 +80,15 @@ def test_training_order_deals_each_sample_to_one_rank_and_evaluation_covers_all(
         epoch_order(50, 8, 1, 3, True, Dist(0, 3))  # 8 on 3 ranks would silently train batches of 6
 
 
+def test_an_epoch_of_at_most_epoch_rows_draws_a_fresh_subset_and_evaluation_sees_every_row():
+    """train.epoch_rows: a training epoch of 24 of the 50 rows (3 batches of 8), another 24 the next epoch; the
+    validation pass ignores the limit."""
+    epochs = [np.concatenate(epoch_order(50, 8, 1, e, True, Dist(), limit=24)) for e in (3, 4)]
+    assert [len(set(rows)) for rows in epochs] == [24, 24] and set(epochs[0]) != set(epochs[1])
+    assert sorted(np.concatenate(epoch_order(50, 8, 1, 3, False, Dist(), limit=24))) == list(range(50))
+    assert len(np.concatenate(epoch_order(50, 8, 1, 3, True, Dist(), limit=0))) == 48  # 0: every row
+
+
 def _epoch(batches, epoch: int = 2) -> list:
     batches.set_epoch(5, epoch)
     return [(x.clone(), y.clone()) for x, y in batches]

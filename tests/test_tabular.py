@@ -251,3 +251,25 @@ def test_the_linear_learner_fits_the_encoded_float32_rows_without_a_float64_copy
     model = get_learner("linear").fit_estimator(config, target, x, y, 0)
     assert model.coef_.dtype == np.float32
     assert type(model).__name__ == ("LogisticRegression" if target_type == "binary" else "RidgeCV")
+
+
+def test_a_fold_frees_each_encoding_once_no_learner_left_reads_it():
+    """The fold's full encoding lives until the last selection made from it; a selection until the last learner
+    that reads it; without `needed` (make tune's jobs) everything is kept for the next trial."""
+    from kit.cv import fold_job
+
+    config = load_config("titanic", ["features.raw_numeric=[]", "features.raw_text=[]", "features.code=null",
+                                     "features.numeric=[]", "features.categorical=[]"])
+    task = get_task(config)
+    train = task.load("train")
+    job = fold_job(task, config, train, make_splits(config, train)[0], 0, ROOT)
+    job.needed = {"ordinal", "onehot"}
+    ordinal = job.features("ordinal")
+    assert "encoded" in job.__dict__  # the one-hot selection is still to be made from it
+    onehot = job.features("onehot")
+    assert "encoded" not in job.__dict__ and set(job.selected) == {"ordinal", "onehot"}
+    job.needed = {"onehot"}
+    job.forget()
+    assert set(job.selected) == {"onehot"} and job.features("onehot") is onehot
+    job.needed = None
+    assert job.features("ordinal").tolist() == ordinal.tolist() and "encoded" in job.__dict__

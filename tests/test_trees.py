@@ -21,7 +21,7 @@ from kit.learners.catboost import catboost_json, compile_catboost
 from kit.learners.gbdt import compile_hgb
 from kit.learners.linear import compile_linear
 from kit.learners.xgboost import compile_xgboost, xgboost_json
-from kit.trees import from_state_dict
+from kit.trees import ObliviousTrees, float32_at_most, from_state_dict
 
 EAGER_TOL = 1e-6
 EXPORT_TOL = 1e-5
@@ -102,7 +102,8 @@ def test_rows_exactly_at_split_thresholds_go_left(case):
 
 def test_float32_rounding_never_flips_a_split():
     """Off the grid, thresholds are float64 midpoints: the float32 nearest one lies a hair above or below it, and
-    only a float64 comparison sends it the way scikit-learn does."""
+    only a test against the threshold rounded down to float32 (float32_at_most) sends it the way scikit-learn's
+    float64 test does; rounding to nearest would flip the rows just below a threshold."""
     X, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_redundant=0, random_state=1)
     model = HistGradientBoostingClassifier(max_iter=10, max_leaf_nodes=8, early_stopping=False, random_state=0)
     model.fit(X, y)
@@ -223,6 +224,38 @@ def assert_rebuilds_and_exports(module, rows: np.ndarray, expected, tmp_path) ->
 def test_catboost_rebuilds_from_its_state_dict_and_exports_at_batch_1_and_7(catboost_case, tmp_path):
     _, module, rows, expected = catboost_case
     assert_rebuilds_and_exports(module, rows, expected, tmp_path)
+
+
+def test_float32_at_most_keeps_every_float32_on_its_side():
+    rng = np.random.default_rng(0)
+    threshold = torch.from_numpy(np.concatenate([rng.normal(size=500), [0.1, 1 / 3, 1e-30, -2.5, np.inf]]))
+    near = threshold.to(torch.float32)
+    rows = torch.stack([torch.nextafter(near, torch.tensor(-np.inf)), near,
+                        torch.nextafter(near, torch.tensor(np.inf))])
+    below = float32_at_most(threshold)
+    assert below.dtype == torch.float32 and (below.double() <= threshold).all()
+    assert torch.equal(rows <= below, rows.double() <= threshold)
+    assert not torch.equal(rows <= near, rows.double() <= threshold)  # rounding to nearest would flip some
+
+
+def test_oblivious_trees_of_mixed_depth_match_their_definition(tmp_path):
+    """Trees of depth 2 and 0 padded to depth 3, borders off float32 (0.1), vector leaves: each row's leaf is
+    sum_i (x[f_i] > border_i) << i in float64, through eager, a rebuilt state_dict, TorchScript and ONNX."""
+    feature = torch.tensor([[0, 2, 0], [1, 0, 0], [0, 0, 0]])
+    border = torch.tensor([[0.1, -1 / 3, 0.7], [0.1, np.inf, np.inf], [np.inf, np.inf, np.inf]], dtype=torch.float64)
+    value = torch.from_numpy(np.random.default_rng(1).normal(size=(3, 8, 3)))
+    module = ObliviousTrees(feature, border, value, torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64))
+    near = np.float32(0.1)
+    x = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32)
+    x[:6, 0] = x[6:12, 1] = [np.nextafter(near, np.float32(-1)), near, np.nextafter(near, np.float32(1))] * 2
+
+    def reference(rows: np.ndarray) -> np.ndarray:
+        right = rows.astype(np.float64)[:, feature.numpy()] > border.numpy()  # [N, trees, levels]
+        raw = np.array([0.5, 0.0, -0.5]) + value.numpy()[np.arange(3), (right * (1 << np.arange(3))).sum(2)].sum(1)
+        return torch.softmax(torch.from_numpy(raw), 1).numpy()
+
+    assert np.abs(compiled(module, x) - reference(x)).max() <= EAGER_TOL
+    assert_rebuilds_and_exports(module, x, reference, tmp_path)
 
 
 def test_catboost_with_categorical_splits_is_refused():

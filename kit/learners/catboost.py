@@ -82,38 +82,35 @@ class CatBoost(Compiled):
 
 
 def compile_catboost(model):
-    """A fitted CatBoostClassifier (Logloss or MultiClass) or CatBoostRegressor (RMSE) on numeric features as a
-    TreeEnsemble whose output matches predict_proba (predict as [N, 1]) on NaN-free rows (kit imputes features).
+    """A fitted CatBoostClassifier (Logloss or MultiClass) or CatBoostRegressor (RMSE) on numeric features as
+    ObliviousTrees whose output matches predict_proba (predict as [N, 1]) on NaN-free rows (kit imputes features).
     CatBoost's trees are oblivious: a depth-d tree applies one split per level, and its leaf index is
-    sum_i (x[f_i] > border_i) << i over its splits in order. Each becomes a full binary tree testing split i at
-    level i (left for x <= border, as the walk does); the model's scale goes into the leaf values and its bias into
-    the baseline."""
+    sum_i (x[f_i] > border_i) << i over its splits in order, which is what the module computes; the model's scale
+    goes into the leaf values and its bias into the baseline."""
     import torch
 
-    from kit.trees import TreeEnsemble
+    from kit.trees import ObliviousTrees
 
     spec = catboost_json(model)
     scale, bias = spec["scale_and_bias"]
     flat = [f["flat_feature_index"] for f in spec["features_info"].get("float_features", [])]
-    k = len(bias)
-    parts, starts, start = [], [], 0
-    for tree in spec["oblivious_trees"]:
+    trees, k = spec["oblivious_trees"], len(bias)
+    depth = max((len(t.get("splits") or []) for t in trees), default=0)
+    feature = np.zeros((len(trees), depth), np.int64)
+    border = np.full((len(trees), depth), np.inf)  # a shallower tree's missing levels never go right
+    value = np.zeros((len(trees), 2**depth, k))
+    for t, tree in enumerate(trees):
         splits = tree.get("splits") or []
         if any(split["split_type"] != "FloatFeature" for split in splits):
             raise KitError("the CatBoost model has categorical or combined splits, which cannot be compiled; kit "
                            "feeds numeric features: fit it without cat_features")
-        values = scale * np.asarray(tree["leaf_values"], dtype=np.float64).reshape(-1, k)
-        parts.append(_oblivious_nodes([flat[s["float_feature_index"]] for s in splits],
-                                      [s["border"] for s in splits], values, start))
-        starts.append(start)
-        start += len(parts[-1][0])
-    feature, threshold, left, right, value = (np.concatenate(column) for column in zip(*parts, strict=True))
-    depth = max((len(t.get("splits") or []) for t in spec["oblivious_trees"]), default=0)
-    return TreeEnsemble(
-        feature=torch.from_numpy(feature), threshold=torch.from_numpy(threshold), left=torch.from_numpy(left),
-        right=torch.from_numpy(right), value=torch.from_numpy(value[:, 0].copy() if k == 1 else value),
-        roots=torch.tensor(starts, dtype=torch.int64), class_map=torch.ones(len(starts), k, dtype=torch.float64),
-        baseline=torch.tensor(bias, dtype=torch.float64), depth=torch.tensor(depth, dtype=torch.int64),
+        feature[t, :len(splits)] = [flat[s["float_feature_index"]] for s in splits]
+        border[t, :len(splits)] = [s["border"] for s in splits]
+        value[t, :2 ** len(splits)] = scale * np.asarray(tree["leaf_values"], dtype=np.float64).reshape(-1, k)
+    return ObliviousTrees(
+        feature=torch.from_numpy(feature), border=torch.from_numpy(border),
+        value=torch.from_numpy(value[..., 0].copy() if k == 1 else value),
+        baseline=torch.tensor(bias, dtype=torch.float64),
         identity=torch.tensor(not hasattr(model, "predict_proba")))
 
 
@@ -128,19 +125,3 @@ def catboost_json(model) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_model(str(Path(tmp) / "model.json"), format="json")
         return json.loads((Path(tmp) / "model.json").read_text())
-
-
-def _oblivious_nodes(features: list[int], borders: list[float], values: np.ndarray, start: int) -> tuple:
-    """One oblivious tree (split i on level i; values [2^d, K] by CatBoost's leaf index) as flat nodes in heap
-    order from `start`: node h's children are 2h + 1 (x <= border) and 2h + 2; leaf h = 2^d - 1 + p is reached by
-    the bits of p read from the root down, which CatBoost's index reads from bit 0 up: index = reverse(p)."""
-    d = len(features)
-    h = np.arange(2 ** (d + 1) - 1)
-    inner = h < 2**d - 1
-    level = np.floor(np.log2(h + 1)).astype(np.int64)
-    p = np.where(inner, 0, h - (2**d - 1))
-    index = sum(((p >> (d - 1 - i)) & 1) << i for i in range(d)) if d else p
-    return (np.where(inner, np.asarray(features + [0], dtype=np.int64)[np.minimum(level, d)], 0),
-            np.where(inner, np.asarray(borders + [0.0], dtype=np.float64)[np.minimum(level, d)], 0.0),
-            np.where(inner, 2 * h + 1, h) + start, np.where(inner, 2 * h + 2, h) + start,
-            np.where(inner[:, None], 0.0, values[index]))

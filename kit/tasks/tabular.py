@@ -131,11 +131,10 @@ class TabularTask:
             x = self.features(samples, state, train)
             columns = learner_columns(state, "onehot")  # the MLP reads one-hot categories
             encoded = x if columns is None else x[:, columns]
-        x = encoded
         y = samples.y.astype(np.float32) if self.target.predicts_values else samples.y  # in the target's units
         batch = self.config.train.batch_for(len(samples)) * (1 if train else 2)
-        return TensorBatches(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), batch,
-                             device or dist.device, shuffle=train, dist=dist)
+        return TensorBatches(torch.from_numpy(np.ascontiguousarray(encoded)), torch.from_numpy(y), batch,
+                             device or dist.device, shuffle=train, dist=dist, epoch_rows=self.config.train.epoch_rows)
 
     def build_model(self, state: dict, pretrained: bool = False) -> torch.nn.Module:
         m = self.config.model

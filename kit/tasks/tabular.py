@@ -64,7 +64,7 @@ class TabularTask:
             file = file / Path(self.config.data.train).name
         column = self.config.target.column
         try:
-            labels = pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""], usecols=[column])[column]
+            labels = pd.read_csv(file, usecols=[column], **AS_TEXT)[column]
         except (OSError, ValueError, pd.errors.ParserError):  # read_table names the problem precisely
             labels = read_table(file, self.config, labelled=True, check_target=False)[column]
         return settle(self.config, labels)
@@ -202,6 +202,7 @@ class ColumnSlice(torch.nn.Module):
 
 
 READ_ROWS = 200_000  # rows read and typed at a time: memory holds one chunk's text, not the table's
+AS_TEXT = {"dtype": str, "keep_default_na": False, "na_values": [""]}  # cells as written; only an empty one is NaN
 
 
 def read_csv_text(path: Path, typed_except: Collection[str] | None = None) -> pd.DataFrame:
@@ -209,7 +210,7 @@ def read_csv_text(path: Path, typed_except: Collection[str] | None = None) -> pd
     `typed_except`, every other column of numbers is held as float64 (kit.columns.typed), read a chunk at a time."""
     try:
         if typed_except is None:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            frame = pd.read_csv(path, **AS_TEXT)
         else:
             frame = _read_typed(path, typed_except)
     except pd.errors.EmptyDataError:
@@ -229,18 +230,17 @@ def read_csv_text(path: Path, typed_except: Collection[str] | None = None) -> pd
 def _read_typed(path: Path, keep: Collection[str]) -> pd.DataFrame:
     """The CSV typed chunk by chunk. A column is float64 where every chunk typed it so; a column typed in some
     chunks but not others is read again as text, so that no value's writing changes."""
-    text = dict(dtype=str, keep_default_na=False, na_values=[""])
     parts = []
-    with pd.read_csv(path, chunksize=READ_ROWS, **text) as reader:
+    with pd.read_csv(path, chunksize=READ_ROWS, **AS_TEXT) as reader:
         for chunk in reader:
             parts.append(typed(chunk, keep=[c for c in chunk.columns if str(c).strip() in keep]))
     if not parts:
-        return pd.read_csv(path, **text)
+        return pd.read_csv(path, **AS_TEXT)
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     floats = [{c for c in part.columns if pd.api.types.is_float_dtype(part[c])} for part in parts]
     mixed = [c for c in frame.columns if c in set.union(*floats) - set.intersection(*floats)]
     if mixed:
-        again = pd.read_csv(path, usecols=[frame.columns.get_loc(c) for c in mixed], **text)
+        again = pd.read_csv(path, usecols=[frame.columns.get_loc(c) for c in mixed], **AS_TEXT)
         frame[mixed] = again[mixed].to_numpy()
     return frame
 

@@ -14,6 +14,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 EPS = 1e-7
+ROUNDS = 25  # ensemble selection's rounds: weights in steps of 1/25 (AutoGluon's WeightedEnsemble uses 25)
+SELECT_ROWS = 100_000  # rows ensemble selection scores at most (a ROC AUC of 800,000 rows costs ~0.15 s, and a
+# selection scores rounds x learners mixes)
 
 
 def log_loss(probs: np.ndarray, y: np.ndarray) -> float:
@@ -58,37 +61,79 @@ def blended(preds: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.einsum("nlk,l->nk", preds, w)
 
 
-def cross_fitted(preds: np.ndarray, y: np.ndarray, fold_of: np.ndarray, values: bool) -> np.ndarray:
-    """[N, K]: each fold's rows blended with weights fitted on the other folds' rows (one repeat's OOF)."""
+def select(preds: np.ndarray, rows: np.ndarray, gain: Callable[[np.ndarray, np.ndarray], float],
+           rounds: int = ROUNDS) -> np.ndarray:
+    """Caruana et al.'s ensemble selection (2004; AutoGluon's WeightedEnsemble): `rounds` times, add (with
+    replacement) the learner whose predictions most improve the competition's metric of the running mean; the
+    weights [L] are how often each was added. preds [n, L, K]: the rows the mask `rows` picks; gain(pred, rows):
+    the metric, signed so that more is better. Past SELECT_ROWS rows, a seeded sample of them is scored."""
+    if preds.shape[1] == 1:
+        return np.ones(1)
+    where = np.flatnonzero(rows)
+    if len(where) > SELECT_ROWS:
+        keep = np.sort(np.random.default_rng(0).choice(len(where), SELECT_ROWS, replace=False))
+        preds, rows = preds[keep], np.zeros_like(rows)
+        rows[where[keep]] = True
+    total, counts = np.zeros(preds[:, 0].shape), np.zeros(preds.shape[1])
+    for k in range(1, rounds + 1):
+        best = max(range(len(counts)), key=lambda i: gain((total + preds[:, i]) / k, rows))
+        counts[best] += 1
+        total += preds[:, best]
+    return counts / rounds
+
+
+def cross_fitted(preds: np.ndarray, fold_of: np.ndarray, fit: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                 ) -> np.ndarray:
+    """[N, K]: each fold's rows blended with weights `fit(preds, rows)` found on the other folds' rows only (one
+    repeat's OOF)."""
     out = np.zeros(preds[:, 0].shape)
     for fold in np.unique(fold_of[fold_of >= 0]):
         rows = fold_of == fold
         others = (fold_of >= 0) & ~rows
-        out[rows] = blended(preds[rows], fit_weights(preds[others], y[others], values))
+        out[rows] = blended(preds[rows], fit(preds[others], others))
     return out
+
+
+def paired(better: np.ndarray, base: np.ndarray, fold_of: np.ndarray, gain) -> dict:
+    """The per-fold gain of one cross-fitted blend over another ([R, N, K] each) in the competition's metric: its
+    mean, sd, folds and two standard errors."""
+    gains = np.array([gain(better[r][fold_of[r] == f], fold_of[r] == f) - gain(base[r][fold_of[r] == f],
+                                                                              fold_of[r] == f)
+                      for r in range(len(fold_of)) for f in np.unique(fold_of[r][fold_of[r] >= 0])])
+    two_se = 2 * gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else np.inf
+    return {"mean": float(gains.mean()), "sd": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
+            "folds": len(gains), "two_se": float(two_se)}
 
 
 def choose(preds: np.ndarray, y: np.ndarray, fold_of: np.ndarray, method: str,
            gain: Callable[[np.ndarray, np.ndarray], float], values: bool) -> dict:
     """The blend to serve, fitted on all OOF rows of every repeat ([R, N, L, K] preds, [R, N] fold_of; y and
-    `values` as fit_weights takes them), with the cross-fitted evidence: per fold, the metric's gain of fitted weights
-    over the plain mean (`gain(a, rows) - gain(b, rows)` with gain(pred, rows) = the metric, signed so more is
-    better). `auto` keeps the weights only when they beat the mean by more than two standard errors of that paired
-    difference."""
+    `values` as fit_weights takes them), with the cross-fitted evidence: per fold, the metric's gain
+    (`gain(pred, rows)`, signed so more is better) of fitted weights over the plain mean, and of ensemble selection
+    (`select`, which optimises the metric itself) over whichever of the two is kept, on the first repeat's folds
+    (a selection scores rounds x learners mixes: cross-fitting it in every repeat of a long TIME= run took a
+    minute). `auto` keeps each only when it beats what it would replace by more than two standard errors of that
+    paired difference."""
     repeats, learners = preds.shape[0], preds.shape[2]
-    fitted = np.stack([cross_fitted(preds[r], y, fold_of[r], values) for r in range(repeats)])
-    mean = preds.mean(axis=2)
-    gains = []
-    for r in range(repeats):
-        for f in np.unique(fold_of[r][fold_of[r] >= 0]):
-            rows = fold_of[r] == f
-            gains.append(gain(fitted[r][rows], rows) - gain(mean[r][rows], rows))
-    gains = np.array(gains)
-    noise = 2 * gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else np.inf
-    use = method if method != "auto" else ("weights" if gains.mean() > noise else "mean")
+    fits = {"mean": lambda p, rows: np.full(learners, 1 / learners),
+            "weights": lambda p, rows: fit_weights(p, y[rows], values),
+            "greedy": lambda p, rows: select(p, rows, gain)}
+    oof = {name: np.stack([cross_fitted(preds[r], fold_of[r], fit) for r in range(repeats)])
+           for name, fit in fits.items() if name != "greedy"}
+    evidence = {"weights": paired(oof["weights"], oof["mean"], fold_of, gain)}
+    use = "weights" if evidence["weights"]["mean"] > evidence["weights"]["two_se"] else "mean"
+    first = cross_fitted(preds[0], fold_of[0], fits["greedy"])[None]  # judged on the first repeat's folds
+    evidence["greedy"] = paired(first, oof[use][:1], fold_of[:1], gain) | {"over": use}
+    if evidence["greedy"]["mean"] > evidence["greedy"]["two_se"]:
+        use = "greedy"
+    use = method if method != "auto" else use
+    if use == "greedy":
+        oof["greedy"] = np.concatenate([first] + [cross_fitted(preds[r], fold_of[r], fits["greedy"])[None]
+                                                  for r in range(1, repeats)])
     seen = fold_of >= 0
-    weights = (fit_weights(preds[seen], np.broadcast_to(y, fold_of.shape)[seen], values) if use == "weights"
-               else np.full(learners, 1 / learners))
-    return {"method": use, "weights": weights.tolist(), "oof": fitted if use == "weights" else mean,
-            "gain_of_weights": {"mean": float(gains.mean()), "sd": float(gains.std(ddof=1)) if len(gains) > 1
-                                else 0.0, "folds": len(gains), "two_se": float(noise)}}
+    everywhere = seen.all(0)  # rows every repeat validated: their bag over repeats is what ensemble selection sees
+    weights = {"mean": lambda: fits["mean"](preds, seen),
+               "weights": lambda: fit_weights(preds[seen], np.broadcast_to(y, fold_of.shape)[seen], values),
+               "greedy": lambda: select(preds.mean(0)[everywhere], everywhere, gain)}[use]()
+    return {"method": use, "weights": weights.tolist(), "oof": oof[use], "gain_of_weights": evidence["weights"],
+            "gain_of_selection": evidence["greedy"]}

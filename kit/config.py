@@ -242,8 +242,9 @@ class Config:
     # out-of-fold predictions. net: the `model` section, trained by the shared loop; the others (kit/learners/):
     # gbdt, linear: scikit-learn; catboost: CatBoost; xgboost: XGBoost; each has the section of its name
     learners: list[str] = field(default_factory=lambda: ["net"])
-    # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean
-    blend: Literal["auto", "weights", "mean"] = "auto"
+    # auto: weights fitted on the OOF predictions when they beat the plain mean by more than the noise, else mean;
+    # then ensemble selection (greedy, Caruana et al.: weights that optimise the metric itself) when it beats that
+    blend: Literal["auto", "weights", "mean", "greedy"] = "auto"
     train: TrainConfig = field(default_factory=TrainConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     folder: str = ""  # set for a competition given as a folder path (--comp path/to/folder)

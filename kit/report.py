@@ -95,9 +95,11 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
             log.info("  %-*s CV %s %.4f ± %.4f; the blend's gain over it: %+.4f ± %.4f (sd over folds)", width,
                      learner, name, score["mean"], score["std"], score["blend_gain"]["mean"], score["blend_gain"]["sd"])
         b = summary["blend"]
-        log.info("  blend by %s: %s (cross-fitted %s gain of fitted weights over the mean %+.4f, 2 s.e. %.4f)",
-                 b["method"], {k: round(w, 3) for k, w in b["weights"].items()}, name, b["evidence"]["mean"],
-                 b["evidence"]["two_se"])
+        chosen = b["selection_evidence"]
+        log.info("  blend by %s: %s (cross-fitted %s gain of fitted weights over the mean %+.3g, 2 s.e. %.2g; of "
+                 "ensemble selection over the %s %+.3g, 2 s.e. %.2g)", b["method"],
+                 {k: round(w, 3) for k, w in b["weights"].items()}, name, b["evidence"]["mean"],
+                 b["evidence"]["two_se"], chosen["over"], chosen["mean"], chosen["two_se"])
     if "bags" in summary:
         bags = summary["bags"]
         verdict = ("kept" if bags["served"] else "not kept: the first repeat's folds are served") if "budget" in \
@@ -144,7 +146,7 @@ def summarize(config: Config, y: np.ndarray, oof: np.ndarray, mix: dict, fold_of
         "threshold": threshold,
         "learners": learner_scores,
         "blend": {"method": mix["method"], "weights": dict(zip(config.learners, mix["weights"], strict=True)),
-                  "evidence": mix["gain_of_weights"],
+                  "evidence": mix["gain_of_weights"], "selection_evidence": mix["gain_of_selection"],
                   "measured": f"cv is the blend with weights fitted on the other folds' OOF rows (cross-fitted), "
                               f"judged by {metric.name}; the served weights are fitted on all OOF rows"},
         "per_class_recall": per_class_recall(target, y, served, fold_of, threshold),

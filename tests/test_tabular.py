@@ -273,3 +273,49 @@ def test_a_fold_frees_each_encoding_once_no_learner_left_reads_it():
     assert set(job.selected) == {"onehot"} and job.features("onehot") is onehot
     job.needed = None
     assert job.features("ordinal").tolist() == ordinal.tolist() and "encoded" in job.__dict__
+
+
+def _ranker_and_calibrated(n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """y, and OOF probabilities [1, N, 2 learners, 2] of a learner that ranks almost perfectly but barely moves
+    from 0.5 (poor log loss) and one that is calibrated but ranks poorly: log-loss weights favour the second, ROC AUC
+    the first."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    ranker = 0.5 + 0.01 * (y + 0.1 * rng.standard_normal(n))
+    calibrated = 1 / (1 + np.exp(-(2.0 * (y - 0.5) + 1.5 * rng.standard_normal(n))))
+    p1 = np.stack([ranker, calibrated], 1)
+    return y, np.stack([1 - p1, p1], 2)[None]
+
+
+def test_ensemble_selection_is_kept_when_it_beats_the_fitted_weights_in_the_metric_beyond_the_noise(monkeypatch):
+    """Ensemble selection optimises the metric itself (ROC AUC here), where the fitted weights minimise log loss:
+    cross-fitted, it wins by far more than two standard errors, so `auto` serves it; its weights are counts of 25."""
+    from sklearn.metrics import roc_auc_score
+
+    y, preds = _ranker_and_calibrated()
+    fold_of = (np.arange(len(y)) % 5)[None]
+
+    def gain(pred, rows):
+        return roc_auc_score(y[rows], pred[:, 1])
+
+    mix = blend.choose(preds, y, fold_of, "auto", gain, values=False)
+    assert mix["method"] == "greedy" and mix["weights"][0] > 0.9
+    assert mix["gain_of_selection"]["mean"] > 5 * mix["gain_of_selection"]["two_se"] > 0
+    assert all(round(w * blend.ROUNDS) == w * blend.ROUNDS for w in mix["weights"])
+    own = blend.select(preds[0], np.ones(len(y), bool), gain, rounds=1)
+    assert own.tolist() == [1.0, 0.0]  # the first round takes the best single learner
+    monkeypatch.setattr(blend, "SELECT_ROWS", 300)  # a large table's selection scores a sample of its rows
+    assert blend.select(preds[0], np.ones(len(y), bool), gain).tolist() == mix["weights"]
+    assert blend.choose(preds, y, fold_of, "weights", gain, values=False)["method"] == "weights"
+
+
+def test_ensemble_selection_that_does_not_beat_the_noise_is_not_kept():
+    """Two learners with the same predictions: every blend scores the same on every fold, a gain of exactly 0,
+    which is not beyond the noise: the plain mean stays."""
+    from sklearn.metrics import roc_auc_score
+
+    y, preds = _ranker_and_calibrated()
+    same = np.repeat(preds[:, :, 1:], 2, axis=2)
+    fold_of = (np.arange(len(y)) % 5)[None]
+    mix = blend.choose(same, y, fold_of, "auto", lambda p, rows: roc_auc_score(y[rows], p[:, 1]), values=False)
+    assert mix["method"] == "mean" and mix["gain_of_selection"]["mean"] == 0.0

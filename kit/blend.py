@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 EPS = 1e-7
+NEGLIGIBLE = 1e-6  # a fitted weight below this is 0 (it moves no probability by more than 1e-6)
 ROUNDS = 25  # ensemble selection's rounds: weights in steps of 1/25 (AutoGluon's WeightedEnsemble uses 25)
 SELECT_ROWS = 100_000  # rows ensemble selection scores at most (a ROC AUC of 800,000 rows costs ~0.15 s, and a
 # selection scores rounds x learners mixes)
@@ -36,6 +37,7 @@ def fit_weights(preds: np.ndarray, y: np.ndarray, values: bool) -> np.ndarray:
     result = minimize(loss, np.full(learners, 1 / learners), jac=True, method="SLSQP",
                       bounds=[(0, 1)] * learners, constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
     w = np.clip(result.x, 0, None)
+    w[w < NEGLIGIBLE] = 0.0  # the solver's rounding (1e-17 where the optimum is 0): not worth serving a learner for
     return w / w.sum()
 
 

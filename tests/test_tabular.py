@@ -122,6 +122,18 @@ def test_a_learner_of_weight_zero_is_not_served_and_changes_nothing():
             torch.tensor([0.25, 0.75])[:, None]).sum(1))
 
 
+def test_a_weight_the_solver_leaves_at_rounding_noise_is_exactly_zero():
+    """SLSQP ends a dominated learner's weight at 1e-16 rather than 0 (the million-row table: gbdt 6e-17, so all 20
+    models were served instead of 10): such a weight is 0, and the learner is not served."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    good = 1 / (1 + np.exp(-(3 * (y - 0.5) + rng.standard_normal(2000))))
+    flat = np.clip(0.5 + 0.05 * rng.standard_normal(2000), 0.01, 0.99)
+    weak = 1 / (1 + np.exp(-(1.5 * (y - 0.5) + rng.standard_normal(2000))))
+    p1 = np.stack([good, flat, weak], 1)
+    assert blend.fit_weights(np.stack([1 - p1, p1], 2), y, values=False).tolist() == [1.0, 0.0, 0.0]
+
+
 def test_the_serving_cost_counts_the_learners_served_and_their_share_of_the_oof_pass(weighted_run):
     """Each fold records every learner's seconds of its OOF pass; the serving line leaves out what weight 0 leaves
     out of the graph."""

@@ -1,5 +1,11 @@
 """TIME= (config `budget`): spend a time budget on more bags.
 
+Before the first fold, each fold of the first repeat is allotted its share of the budget for its learners' fits
+(`allowance`); within a fold every learner gets an equal share of what is left, and the learners that train in
+rounds or epochs (gbdt, catboost, xgboost, net) stop at the end of their share with their best rounds so far
+(`Deadline`), so a slow learner cannot take the budget from the rest. When learners were stopped there, the time
+the plan below leaves over widens the later folds' allowance, and they fit after the learners that were not.
+
 The first fold is timed; then kit plans how many repeats of the k-fold split fit in what is left (cv.repeats, each
 with a new fold seed, every repeat's models joining the ensemble: AutoGluon's bag sets), with the test prediction's
 time reserved (the OOF pass's rate, times the test rows and the folds), and says so in the log. Before each new
@@ -23,6 +29,30 @@ MAX_REPEATS = 20  # AutoGluon's bag sets at best_quality; past it a bag adds ser
 RESERVE = 0.02  # of the budget, kept for the report and the prediction's load
 REPORT_SECONDS = 10.0  # the report, and this process's start before its clock (measured: 10-20 s in all)
 START_SECONDS = 10.0  # a prediction process's own start (imports, reading the run), reserved beside its rows
+FIT_SHARE = 0.8  # of a fold's share of the budget, for its learners' fits (the rest: its OOF pass and encoding,
+# and the test prediction)
+WIDEN = 0.95  # of what the later folds can have, once the first fold's time outside the fits is known
+
+
+@dataclass
+class Deadline:
+    """When a learner's share of a fold's time ends (a time.perf_counter() reading): learners that train in rounds
+    or epochs check it after each and stop there, keeping their best so far; `hit` records that one did."""
+
+    at: float
+    hit: bool = False
+
+    def passed(self, step: float = 0.0) -> bool:
+        """Whether the share has ended, or would before a step of `step` seconds started now ends (the learner
+        asking stops: `hit`)."""
+        self.hit = self.hit or time.perf_counter() + step > self.at
+        return self.hit
+
+    @classmethod
+    def share(cls, allowance: float, fold_start: float, learners_left: int) -> Deadline:
+        """An equal share, among the fold's learners still to fit, of what its `allowance` has left."""
+        now = time.perf_counter()
+        return cls(now + (allowance - (now - fold_start)) / learners_left)
 
 
 @dataclass
@@ -38,6 +68,8 @@ class Budget:
     fold_seconds: list[float] = field(default_factory=list)  # every finished fold's time
     predict_per_row: float = 0.0  # seconds per test row through one fold's models (the OOF pass's rate)
     dropped: list[str] = field(default_factory=list)  # learners left out: with them the first repeat did not fit
+    allowance: float = 0.0  # seconds each fold's learners may fit for (set before the first fold; 0: no limit)
+    time_limited: dict[str, int] = field(default_factory=dict)  # per learner, the folds that ended it at its share
     note: str = ""  # why the plan is what it is
     resumed: bool = False  # a resumed run keeps the plan it was given, unchecked against this process's clock
 
@@ -48,6 +80,15 @@ class Budget:
         """Seconds kept free of folds: the report, the processes' starts and a margin."""
         return RESERVE * self.seconds + REPORT_SECONDS
 
+    def allot(self) -> float:
+        """Before the first fold: each fold's time for its learners' fits, FIT_SHARE of an equal share of the budget
+        left for the first repeat's folds and the prediction. Said in the log."""
+        left = self.seconds - self.reserve() - self.elapsed() - START_SECONDS  # less the prediction's start
+        self.allowance = max(left, 1.0) * FIT_SHARE / self.folds
+        log.info("budget: TIME=%s; each fold's learners may fit for %s (a learner that trains in rounds or epochs "
+                 "stops at its share of that)", _minutes(self.seconds), _minutes(self.allowance))
+        return self.allowance
+
     def predict_seconds(self, repeats: int) -> float:
         """The test prediction's estimated time through `repeats` repeats' folds."""
         return START_SECONDS + repeats * self.folds * self.test_rows * self.predict_per_row
@@ -55,6 +96,8 @@ class Budget:
     def after_fold(self, fold: int, row: dict) -> bool:
         """Whether the plan changed, after fold `fold` finished (`row`: its summary): it is made after the first
         fold, and checked against the clock before each later repeat starts."""
+        for name in row.get("time_limited", []):
+            self.time_limited[name] = self.time_limited.get(name, 0) + 1
         if fold == 0 and not self.resumed:
             return self.plan(row)
         self.fold_seconds.append(row["seconds"])
@@ -69,9 +112,12 @@ class Budget:
         Whether the plan differs from one repeat of every learner."""
         learners = dict(sorted(row["learner_seconds"].items(), key=lambda item: item[1]))
         left = self.seconds - self.reserve() - self.elapsed()
+        overhead = row["seconds"] - sum(row["learner_seconds"].values())  # a fold's time outside the fits
         while True:
             predicting = sum(row.get("predict_seconds", {}).get(name, 0.0) for name in self.dropped)
             fold = row["seconds"] - sum(row["learner_seconds"][name] for name in self.dropped) - predicting
+            if self.time_limited:  # learners stopped at their share: later folds use the whole allowance
+                fold = max(fold, overhead - predicting + self.allowance)
             oof = row["oof_seconds"] - predicting
             self.predict_per_row = oof / max(row["valid_rows"], 1)
             fits = [r for r in range(1, MAX_REPEATS + 1) if (r * self.folds - 1) * fold + self.predict_seconds(r)
@@ -84,8 +130,20 @@ class Budget:
         self.fold_seconds.append(fold)
         self.repeats = max(fits, default=1)
         self.note = self._describe(fold, bool(fits), (self.folds - 1) * fold + self.predict_seconds(1))
+        if fits and self.time_limited:
+            self._widen(left - self.predict_seconds(self.repeats), overhead)
         (log.info if fits else log.warning)("budget: %s", self.note)
         return self.repeats > 1 or bool(self.dropped)
+
+    def _widen(self, left: float, overhead: float) -> None:
+        """Learners stopped at their share in the first fold: the allowance grows to what the later folds can have of
+        `left` seconds (the prediction's time already taken off), less each fold's `overhead`, WIDEN of it."""
+        allowance = WIDEN * (left / (self.repeats * self.folds - 1) - overhead)
+        if allowance <= self.allowance:
+            return
+        self.note += (f"; {', '.join(self.time_limited)} stopped at their share, so each later fold's fits may take "
+                      f"{_minutes(allowance)} instead of {_minutes(self.allowance)}")
+        self.allowance = allowance
 
     def _describe(self, fold: float, fits: bool, first: float) -> str:
         if not fits:

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from kit import atomic, distributed, runs
-from kit.budget import Budget
+from kit.budget import Budget, Deadline
 from kit.config import Config, parse_duration
 from kit.distributed import SINGLE, Dist
 from kit.encoding import learner_columns
@@ -106,7 +106,7 @@ def train_folds(task, config: Config, train: Samples, splits: list, run_dir: Pat
                 row = runs.fold_result(run_dir, fold)[0]["summary"]
             else:
                 row = train_fold(task, config, train, splits[fold], fold, run_dir,
-                                 dist if parallel == "data" else SINGLE, writer)
+                                 dist if parallel == "data" else SINGLE, writer, budget)
             if budget and budget.after_fold(fold, row):  # the plan changed
                 config, splits = apply_plan(config, train, run_dir, budget, fold + 1)
                 bar.total = len(splits)
@@ -132,7 +132,9 @@ def open_budget(config: Config, task, run_dir: Path, folds: int, started: float,
         log.info("budget: resuming with the plan this run was given (%s)", run_dir / "plan.json")
         return Budget.from_state_dict(json.loads(saved.read_text()) | {"resumed": True})
     test = task.test_ids()
-    return Budget(parse_duration(config.budget), folds, len(test) if test else 0, started)
+    budget = Budget(parse_duration(config.budget), folds, len(test) if test else 0, started)
+    budget.allot()
+    return budget
 
 
 def apply_plan(config: Config, train: Samples, run_dir: Path, budget: Budget, finished: int) -> tuple[Config, list]:
@@ -207,6 +209,7 @@ class FoldJob:
     writer: SummaryWriter | None = None
     selected: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # `features` by what learners read
     needed: set[str] | None = None  # what the learners still to fit read: the rest is freed (None: keep all)
+    deadline: Deadline | None = None  # when the learner now fitting should stop (a budget's share; None: no limit)
 
     @property
     def target(self) -> Target:
@@ -225,6 +228,11 @@ class FoldJob:
             self.forget()
         return self.selected[reads]
 
+    def keep(self, reads: set[str]) -> None:
+        """Only learners reading `reads` fit from now on: the rest is freed."""
+        self.needed = reads
+        self.forget()
+
     def forget(self) -> None:
         """Free the selections no learner still to fit reads, and the full encoding once every selection still
         needed is made (the million-row table's fold: 0.9 GB less while the network trains)."""
@@ -237,24 +245,15 @@ class FoldJob:
 
 
 def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int,
-               run_dir: Path, dist: Dist, writer: SummaryWriter | None) -> dict | None:
+               run_dir: Path, dist: Dist, writer: SummaryWriter | None, budget: Budget | None = None) -> dict | None:
     """Train one fold's learners (the network from its resume checkpoint when there is one) on the same fitted
-    preprocessing, and save them with each learner's OOF predictions; the fold's summary row (None off rank 0)."""
+    preprocessing, and save them with each learner's OOF predictions; the fold's summary row (None off rank 0).
+    With a `budget` (kit/budget.py) each learner fits within its share of the fold's allowance."""
     fold_start = time.perf_counter()
     job = fold_job(task, config, train, split, fold, run_dir, dist, writer)
     part, valid = job.part, job.valid
-    fitted, row, history = {}, {"fold": fold}, []
-    seconds = {}
-    for i, name in enumerate(config.learners):
-        start = time.perf_counter()
-        job.needed = {get_learner(later).reads for later in config.learners[i:]}
-        job.forget()
-        fitted[name], own_row, own_history = get_learner(name).fit(job)
-        row, history = row | own_row, history + own_history
-        seconds[name] = round(time.perf_counter() - start, 3)
-    row["learner_seconds"] = seconds
-    job.needed = set()  # the OOF pass encodes the validation rows itself
-    job.forget()
+    fitted, row, history = fit_learners(job, budget, fold_start)
+    job.keep(set())  # the OOF pass encodes the validation rows itself
     if not dist.main:
         return None
     oof_start, spent = time.perf_counter(), {}
@@ -269,6 +268,32 @@ def train_fold(task, config: Config, train: Samples, split: tuple[np.ndarray, np
     runs.save_fold(run_dir, fold, {name: m.cpu().state_dict() for name, m in fitted.items()}, meta, preds)
     log_fold(row, scores, metric.name, task.score_names())
     return row
+
+
+def fit_learners(job: FoldJob, budget: Budget | None, fold_start: float) -> tuple[dict, dict, list]:
+    """Every learner of the fold fitted (in config order), its summary row and the epoch history. With a budget,
+    the learners that cannot stop early fit first, then those no earlier fold stopped at their share; each gets an
+    equal share of what is left of the fold's allowance, and the row lists those that stopped there
+    (time_limited)."""
+    learners = job.config.learners
+    allowance = budget.allowance if budget else 0.0
+    order = sorted(learners, key=lambda n: (get_learner(n).stops, n in budget.time_limited)) if budget else learners
+    fitted, row, history, seconds, limited = {}, {"fold": job.fold}, [], {}, []
+    for i, name in enumerate(order):
+        start = time.perf_counter()
+        job.keep({get_learner(later).reads for later in order[i:]})
+        job.deadline = Deadline.share(allowance, fold_start, len(order) - i) if allowance else None
+        fitted[name], own_row, own_history = get_learner(name).fit(job)
+        row, history = row | own_row, history + own_history
+        seconds[name] = round(time.perf_counter() - start, 3)
+        if job.deadline and job.deadline.hit:
+            limited.append(name)
+            log.info("fold %d: %s stopped at the end of its share of the budget (%.1f s)", job.fold, name,
+                     job.deadline.at - start)
+    row["learner_seconds"] = seconds
+    if allowance:
+        row["time_limited"] = limited
+    return {name: fitted[name] for name in learners}, row, history
 
 
 def fold_job(task, config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray], fold: int, run_dir: Path,

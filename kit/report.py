@@ -107,6 +107,10 @@ def log_summary(config: Config, summary: dict, run_dir: Path) -> None:
         log.info("bag of %d repeats: CV %s %.4f ± %.4f on the first repeat's folds, a gain over one repeat alone of "
                  "%+.4f, 2 s.e. %.4f: %s", bags["repeats"], name, bags["cv"]["mean"], bags["cv"]["std"], bags["gain"],
                  bags["two_se"], verdict)
+    limited = summary.get("budget", {}).get("time_limited")
+    if limited:
+        log.info("budget: stopped at the end of their share of a fold's time: %s (of %d folds)",
+                 ", ".join(f"{name} in {n}" for name, n in limited.items()), summary["cv"]["folds"])
     cost = summary["serving"]
     rate = f", about {cost['per_second']:,.0f} {cost['unit']}/s on this machine" if cost["per_second"] else ""
     log.info("serving: %d model%s (%d fold%s x %d learner%s)%s", *_counted(cost["models"]), *_counted(cost["folds"]),

@@ -174,13 +174,14 @@ def train_epoch(state: TrainState, batches: Iterable, criterion: nn.Module, cfg:
 
 def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: Objective | None = None,
         on_epoch: Callable[[dict], None] | None = None, desc: str = "train", checkpoint: Path | None = None,
-        dist: Dist = SINGLE, valid_name: str = "valid") -> FitResult:
+        dist: Dist = SINGLE, valid_name: str = "valid", deadline=None) -> FitResult:
     """Train `model` in place on `train` batches (kit/batches.py) for `objective`'s loss, scoring `valid` every
     epoch by its metric; on return it holds the weights of the best validation epoch (train.monitor: the metric or
     the loss; default: cross-entropy scored by accuracy). `valid_name` labels the validation numbers in the log.
 
     With `checkpoint`, the TrainState is written there atomically after every epoch, and training continues
-    from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed.
+    from it when it exists. Under torchrun each rank iterates its shard and the metrics are summed. With a
+    `deadline` (a budget's, kit/budget.py) no epoch starts that the last one's time says would end past it.
     """
     objective = objective or Objective(get_metric("accuracy", Multiclass()), {})  # classes scored by accuracy
     state = TrainState(model, cfg, len(train), dist, objective.mode)
@@ -194,7 +195,7 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: 
     bar = tqdm(range(state.epoch + 1, cfg.epochs + 1), desc=desc, leave=False, unit="epoch", disable=None)
     try:
         train_epochs(state, bar, train, valid, (criterion, objective), cfg, seed, desc, on_epoch, writer, dist,
-                     valid_name)
+                     valid_name, deadline)
     finally:
         bar.close()
         if writer:
@@ -205,7 +206,7 @@ def fit(model: nn.Module, train, valid, cfg: TrainConfig, seed: int, objective: 
 
 def train_epochs(state: TrainState, bar: tqdm, train, valid, losses: tuple[nn.Module, Objective], cfg: TrainConfig,
                  seed: int, desc: str, on_epoch: Callable[[dict], None] | None, writer: CheckpointWriter | None,
-                 dist: Dist, valid_name: str = "valid") -> None:
+                 dist: Dist, valid_name: str = "valid", deadline=None) -> None:
     """The epoch loop of `fit`: train, checkpoint, report, and stop early, on a non-finite loss or at the end."""
     for epoch in bar:
         if state.stopper.should_stop:  # resumed from the checkpoint of the epoch that stopped early
@@ -230,6 +231,10 @@ def train_epochs(state: TrainState, bar: tqdm, train, valid, losses: tuple[nn.Mo
             break
         if state.stopper.should_stop:
             log.info("%s early stop at epoch %d; best epoch %d", desc, epoch, state.stopper.best_epoch)
+            break
+        if deadline and epoch < cfg.epochs and deadline.passed(row["seconds"]):
+            log.info("%s: another epoch would end past its share of the budget; stopping at epoch %d, best epoch %d",
+                     desc, epoch, state.stopper.best_epoch)
             break
 
 

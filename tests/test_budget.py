@@ -12,7 +12,11 @@ import pytest
 from conftest import ROOT, run_kit
 from sklearn.metrics import roc_auc_score
 
-from kit.budget import MAX_REPEATS, Budget, bag_evidence
+from kit.budget import FIT_SHARE, MAX_REPEATS, WIDEN, Budget, Deadline, bag_evidence
+from kit.config import load_config
+from kit.learners import get_learner
+from kit.learners.gbdt import CHUNK
+from kit.target import Binary
 
 
 def _budget(seconds: float, elapsed: float = 0.0) -> Budget:
@@ -50,6 +54,51 @@ def test_a_first_fold_that_does_not_fit_says_so(caplog):
     assert not budget.plan(_fold(20, only=20)) and budget.repeats == 1 and not budget.dropped
     assert "the first repeat alone needs about" in budget.note and "TIME=30 s" in budget.note
     assert "first repeat alone" in caplog.text
+
+
+def test_each_fold_is_allotted_its_share_and_each_learner_a_share_of_what_is_left():
+    budget = _budget(100, elapsed=10)  # reserve 12 s, the prediction's start 10 s: 68 s left for 3 folds
+    assert budget.allot() == pytest.approx(68 * FIT_SHARE / 3, abs=0.05)
+    now = time.perf_counter()
+    share = Deadline.share(30, now - 6, 3)  # 6 s of a 30 s allowance gone: 8 s each for the 3 learners left
+    assert share.at - now == pytest.approx(8, abs=0.05) and not share.passed() and not share.hit
+    assert share.passed(step=9) and share.hit  # the step asked about would end past it: the learner stops
+
+
+def test_time_left_over_widens_the_later_folds_when_a_learner_was_stopped_at_its_share():
+    stopped = _budget(60)
+    stopped.allowance = 5.0
+    assert stopped.after_fold(0, _fold(10) | {"time_limited": ["a"]}) is False and stopped.repeats == 1
+    # 48.8 s left, less the prediction's 13 s, over 2 more folds whose time outside the fits is 0: WIDEN of 17.9 s.
+    assert stopped.allowance == pytest.approx(WIDEN * 35.8 / 2, abs=0.1) and "instead of 5 s" in stopped.note
+    assert stopped.time_limited == {"a": 1}
+    unhurried = _budget(60)
+    unhurried.allowance = 5.0
+    unhurried.after_fold(0, _fold(10))
+    assert unhurried.allowance == 5.0 and "instead of" not in unhurried.note  # nothing stopped: nothing to widen
+
+
+def _rounds(name: str, model) -> int:
+    if name == "catboost":
+        return model.tree_count_
+    return model.n_iter_ if name == "gbdt" else model.get_booster().num_boosted_rounds()
+
+
+@pytest.mark.parametrize("name", ["gbdt", "catboost", "xgboost"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_learners_that_fit_in_rounds_stop_at_their_deadline(name, early_stopping):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 5)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=600) > 0).astype(int)
+    config = load_config("titanic", [f"{name}.max_iter=200", f"{name}.early_stopping={str(early_stopping).lower()}"])
+    learner, target = get_learner(name), Binary(["0", "1"])
+    free = learner.fit_estimator(config, target, x, y, 0)
+    late = Deadline(time.perf_counter())  # passed already
+    cut = learner.fit_estimator(config, target, x, y, 0, late)
+    assert _rounds(name, cut) == (CHUNK if name == "gbdt" else 1) < _rounds(name, free) and late.hit
+    far = Deadline(time.perf_counter() + 3600)
+    unhurried = learner.fit_estimator(config, target, x, y, 0, far)
+    assert np.array_equal(free.predict_proba(x), unhurried.predict_proba(x)) and not far.hit  # nothing changes
 
 
 def test_a_slow_repeat_shortens_the_plan():
@@ -106,6 +155,21 @@ def test_a_run_keeps_to_its_budget_by_its_own_record(titanic, tmp_path):
     predicted = run_kit("predict", "--comp", str(titanic), "--runs", str(runs))
     assert predicted.returncode == 0, predicted.stderr
     assert f"from {metrics['served_folds']} folds" in predicted.stderr
+
+
+def test_a_learner_that_would_overrun_its_share_is_stopped_there(titanic, tmp_path):
+    """2,000 epochs of the network would take minutes a fold; each fold's share of TIME=60s ends it."""
+    runs = tmp_path / "runs"
+    trained = run_kit("train", "--comp", str(titanic), "--runs", str(runs), "--time", "60s", "--set",
+                      "learners=[net,linear] cv.folds=3 train.epochs=2000 train.patience=2000")
+    assert trained.returncode == 0, trained.stderr
+    metrics = json.loads((runs / "titanic" / "latest" / "metrics.json").read_text())
+    plan = metrics["budget"]
+    assert 0 < plan["allowance"] < 60 / 3 and plan["time_limited"] == {"net": 3 * plan["repeats"]}
+    assert "another epoch would end past its share of the budget" in trained.stderr
+    assert trained.stderr.index("linear fitted") < trained.stderr.index("fold 0 epoch 1/")  # it cannot stop: first
+    assert "net stopped at the end of its share of the budget" in trained.stderr
+    assert metrics["seconds"] + plan["predict_seconds"] <= 60 * 1.05
 
 
 def test_a_resumed_run_keeps_its_plan(titanic, tmp_path):

@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from kit.batches import DatasetBatches
+from kit.budget import Deadline
 from kit.config import TrainConfig
 from kit.errors import KitError
 from kit.metrics import get_metric
@@ -66,6 +68,21 @@ def test_min_epochs_lets_the_schedule_run_before_patience_counts():
     cfg = TrainConfig(epochs=12, batch_size=32, lr=1e-2, warmup_epochs=0, monitor="loss", patience=3, min_epochs=9)
     result = fit(model, _batches(train), _batches(valid, 64, False), cfg, seed=0)
     assert result.best_epoch < 9 and result.epochs_run == 12  # without min_epochs it stops at best + 3
+
+
+def test_a_deadline_starts_no_epoch_that_would_end_past_it():
+    train, valid = _conflicting_data()
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=1e-2, warmup_epochs=0, patience=100)
+    torch.manual_seed(0)
+    free = fit(nn.Linear(4, 2), _batches(train), _batches(valid, 64, False), cfg, seed=0)
+    late = Deadline(time.perf_counter())  # already passed: the first epoch runs, no other starts
+    torch.manual_seed(0)
+    cut = fit(nn.Linear(4, 2), _batches(train), _batches(valid, 64, False), cfg, seed=0, deadline=late)
+    assert free.epochs_run == 6 and cut.epochs_run == 1 and cut.best_epoch == 1 and late.hit
+    far = Deadline(time.perf_counter() + 3600)
+    torch.manual_seed(0)
+    assert fit(nn.Linear(4, 2), _batches(train), _batches(valid, 64, False), cfg, seed=0, deadline=far).epochs_run == 6
+    assert not far.hit
 
 
 class BlowsUp(nn.Module):

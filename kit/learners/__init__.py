@@ -23,6 +23,7 @@ class Learner:
     compiled: ClassVar[bool] = True  # fitted by a library, then compiled into torch (kit/trees.py)
     settings: ClassVar[type | None] = None  # its config section's dataclass (config key: the learner's name)
     images: ClassVar[bool] = False  # trains on images too (else tables only)
+    stops: ClassVar[bool] = True  # fits in rounds or epochs and stops at a budget's deadline (job.deadline)
 
     def check_available(self, target) -> None:
         """Refuse, before any run folder is written, a learner whose package cannot be imported."""

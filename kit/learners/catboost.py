@@ -68,14 +68,16 @@ class CatBoost(Compiled):
                        use_best_model=True, **common)
         return cls(iterations=min(c.max_iter, SMALL_TABLE_ROUNDS), **common)
 
-    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
-        """At most catboost.max_rows of the rows (a sample drawn by `seed`); with early stopping, on 10% of those."""
+    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int, deadline=None):
+        """At most catboost.max_rows of the rows (a sample drawn by `seed`); with early stopping, on 90% of those,
+        stopping on the other 10%; at `deadline` (kit/budget.py), the rounds so far."""
         x, y = sample_rows(x, y, config.catboost.max_rows, seed, "catboost.max_rows")
         model = self.estimator(config, target, len(x), seed)
+        stop = {"callbacks": [StopAt(deadline)]} if deadline else {}  # with early stopping: its best round so far
         if not model.get_param("use_best_model"):
-            return super().fit_estimator(config, target, x, y, seed)
+            return self.fit_model(model, x, y, **stop)
         held = np.random.default_rng(seed).random(len(x)) < 0.1
-        return model.fit(x[~held], y[~held], eval_set=(x[held], y[held]))
+        return model.fit(x[~held], y[~held], eval_set=(x[held], y[held]), **stop)
 
     def compile(self, model):
         return compile_catboost(model)
@@ -125,3 +127,13 @@ def catboost_json(model) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_model(str(Path(tmp) / "model.json"), format="json")
         return json.loads((Path(tmp) / "model.json").read_text())
+
+
+@dataclass
+class StopAt:
+    """CatBoost's callback: go on to the next round while `deadline` (kit/budget.py) has not passed."""
+
+    deadline: object
+
+    def after_iteration(self, info) -> bool:
+        return not self.deadline.passed()

@@ -43,24 +43,28 @@ class Compiled(Learner):
         """The unfitted estimator for a fold of `rows` training rows."""
         raise NotImplementedError
 
-    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
+    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int, deadline=None):
         """The fitted estimator on `x` (float32, as encoded; each estimator converts what it needs) and `y` (class
-        indices, or transform(y) values)."""
-        model = self.estimator(config, target, len(x), seed)
+        indices, or transform(y) values); a learner that fits in rounds stops at `deadline` (kit/budget.py)."""
+        return self.fit_model(self.estimator(config, target, len(x), seed), x, y)
+
+    @staticmethod
+    def fit_model(model, x: np.ndarray, y: np.ndarray, **fit_args):
+        """`model.fit(x, y, **fit_args)`, on one OpenMP thread below SMALL rows."""
         with threadpool_limits(limits=1 if len(x) < SMALL else None):
-            return model.fit(x, y)
+            return model.fit(x, y, **fit_args)
 
     def compile(self, model):
         """The fitted estimator as a torch module mapping x to probabilities [N, K] or values [N, 1]."""
         raise NotImplementedError
 
-    def fit_arrays(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
-        return self.compile(self.fit_estimator(config, target, x, y, seed))
+    def fit_arrays(self, config, target, x: np.ndarray, y: np.ndarray, seed: int, deadline=None):
+        return self.compile(self.fit_estimator(config, target, x, y, seed, deadline))
 
     def fit(self, job):
         x, y = job.features(self.reads), job.target.forward(job.part.y)
         start = time.perf_counter()
-        module = self.fit_arrays(job.config, job.target, x, y, job.seed)
+        module = self.fit_arrays(job.config, job.target, x, y, job.seed, job.deadline)
         log.info("%s fitted on %d rows in %.1f s", self.name, len(x), time.perf_counter() - start)
         return module, {}, []
 

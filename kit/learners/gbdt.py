@@ -16,6 +16,7 @@ from kit.errors import KitError
 from kit.learners import register
 from kit.learners.compiled import Compiled, early_stopping, sample_rows
 
+CHUNK = 25  # rounds fitted at a time under a budget's deadline (each chunk's fit bins the rows again)
 MAX_ROWS = 200_000  # as catboost.max_rows; chosen on the million-row table (docs/tables.md "Scale")
 
 
@@ -67,10 +68,20 @@ class GBDT(Compiled):
             early_stopping=early_stopping(g.early_stopping, rows), validation_fraction=0.1, n_iter_no_change=20,
             random_state=seed)
 
-    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
-        """At most gbdt.max_rows of the rows (a sample drawn by `seed`)."""
+    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int, deadline=None):
+        """At most gbdt.max_rows of the rows (a sample drawn by `seed`). With a `deadline`, the rounds are fitted
+        CHUNK at a time (warm start: the same trees as one fit) until early stopping, max_iter or the deadline."""
         x, y = sample_rows(x, y, config.gbdt.max_rows, seed, "gbdt.max_rows")
-        return super().fit_estimator(config, target, x, y, seed)
+        if deadline is None:
+            return super().fit_estimator(config, target, x, y, seed)
+        model = self.estimator(config, target, len(x), seed)
+        rounds = model.max_iter
+        model.set_params(max_iter=min(CHUNK, rounds), warm_start=True)
+        while True:
+            self.fit_model(model, x, y)
+            if model.n_iter_ < model.max_iter or model.max_iter == rounds or deadline.passed():
+                return model
+            model.set_params(max_iter=min(model.max_iter + CHUNK, rounds))
 
     def compile(self, model):
         return compile_hgb(model)

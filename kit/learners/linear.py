@@ -33,6 +33,7 @@ class LinearConfig:
 @register
 class Linear(Compiled):
     name = "linear"
+    stops = False  # one solver call: under a budget it fits first, and the others share what it leaves
     settings = LinearConfig
     classes = ("sklearn.linear_model", "LogisticRegression", "RidgeCV")
     pip = "'scikit-learn>=1.3'"

@@ -68,7 +68,7 @@ class Net(Learner):
         result = fit(parts.model, parts.train, parts.valid, job.config.train, seed=job.seed,
                      objective=parts.objective, on_epoch=on_epoch, desc=f"fold {job.fold}",
                      checkpoint=runs.resume_checkpoint(job.run_dir, job.fold), dist=job.dist,
-                     valid_name=job.task.score_names()[0])
+                     valid_name=job.task.score_names()[0], deadline=job.deadline)
         best = next(r for r in result.history if r["epoch"] == result.best_epoch)
         row = {"best_epoch_valid_score": best["valid_score"], "best_epoch": result.best_epoch,
                "epochs_run": result.epochs_run}

@@ -74,16 +74,31 @@ class XGBoost(Compiled):
         return cls(n_estimators=min(c.max_iter, SMALL_TABLE_ROUNDS), learning_rate=SMALL_TABLE_LEARNING_RATE,
                    **common)
 
-    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int):
-        """With early stopping, on 90% of the rows, stopping on the other 10% (drawn by `seed`)."""
+    def fit_estimator(self, config, target, x: np.ndarray, y: np.ndarray, seed: int, deadline=None):
+        """With early stopping, on 90% of the rows, stopping on the other 10% (drawn by `seed`); at `deadline`, the
+        rounds so far."""
         model = self.estimator(config, target, len(x), seed)
+        if deadline:
+            model.set_params(callbacks=[stop_at(deadline)])
         if model.get_params()["early_stopping_rounds"] is None:
-            return super().fit_estimator(config, target, x, y, seed)
+            return self.fit_model(model, x, y)
         held = np.random.default_rng(seed).random(len(x)) < 0.1
         return model.fit(x[~held], y[~held], eval_set=[(x[held], y[held])], verbose=False)
 
     def compile(self, model):
         return compile_xgboost(model)
+
+
+def stop_at(deadline):
+    """XGBoost's callback ending the rounds once `deadline` (kit/budget.py) has passed (imported here: the package
+    is optional)."""
+    from xgboost.callback import TrainingCallback
+
+    class StopAt(TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            return deadline.passed()
+
+    return StopAt()
 
 
 XGBOOST_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")

@@ -70,6 +70,8 @@ class Budget:
     dropped: list[str] = field(default_factory=list)  # learners left out: with them the first repeat did not fit
     allowance: float = 0.0  # seconds each fold's learners may fit for (set before the first fold; 0: no limit)
     time_limited: dict[str, int] = field(default_factory=dict)  # per learner, the folds that ended it at its share
+    first_weights: dict[str, float] = field(default_factory=dict)  # the blend's, fitted on the first fold's OOF
+    idle: list[str] = field(default_factory=list)  # left out: stopped at its share, and weight 0 in first_weights
     note: str = ""  # why the plan is what it is
     resumed: bool = False  # a resumed run keeps the plan it was given, unchecked against this process's clock
 
@@ -108,9 +110,14 @@ class Budget:
     def plan(self, row: dict) -> bool:
         """After the first fold (`row`: its summary): the most repeats (up to MAX_REPEATS) whose folds and
         prediction end within the budget, from this fold's time and its OOF pass's rate. When even the first
-        repeat does not fit, the slowest learners are left out (one learner at least stays) until it does.
-        Whether the plan differs from one repeat of every learner."""
-        learners = dict(sorted(row["learner_seconds"].items(), key=lambda item: item[1]))
+        repeat does not fit, the slowest learners are left out (one learner at least stays) until it does; first,
+        the learners stopped at their share that the first fold's blend gives weight 0 (row["weights"]) are, so
+        that their share goes to the others. Whether the plan differs from one repeat of every learner."""
+        self.first_weights = row.get("weights", {})
+        self.idle = [n for n, w in self.first_weights.items() if w == 0 and n in self.time_limited]
+        self.dropped += self.idle
+        timed = [(name, s) for name, s in row["learner_seconds"].items() if name not in self.idle]
+        learners = dict(sorted(timed, key=lambda item: item[1]))
         left = self.seconds - self.reserve() - self.elapsed()
         overhead = row["seconds"] - sum(row["learner_seconds"].values())  # a fold's time outside the fits
         while True:
@@ -131,7 +138,7 @@ class Budget:
         self.repeats = max(fits, default=1)
         self.note = self._describe(fold, bool(fits), (self.folds - 1) * fold + self.predict_seconds(1))
         if fits and self.time_limited:
-            self._widen(left - self.predict_seconds(self.repeats), overhead)
+            self._widen(left - self.predict_seconds(self.repeats), overhead - predicting)
         (log.info if fits else log.warning)("budget: %s", self.note)
         return self.repeats > 1 or bool(self.dropped)
 
@@ -150,8 +157,10 @@ class Budget:
             return (f"the first repeat alone needs about {_minutes(first + self.elapsed())} with its prediction, "
                     f"more than TIME={_minutes(self.seconds)} (even with only one learner): it is finished anyway, "
                     "with nothing added (fewer folds or a longer TIME would fit)")
-        left_out = (f"{', '.join(self.dropped)} left out (the first repeat would not fit with it); "
-                    if self.dropped else "")
+        slow = [name for name in self.dropped if name not in self.idle]
+        left_out = (f"{', '.join(self.idle)} left out (stopped at its share, and weight 0 in the first fold's blend: "
+                    "its share goes to the others); " if self.idle else "")
+        left_out += f"{', '.join(slow)} left out (the first repeat would not fit with it); " if slow else ""
         capped = f"; capped at {MAX_REPEATS} repeats" if self.repeats == MAX_REPEATS else ""
         return (f"{left_out}a fold takes about {fold:.1f} s, so {self.repeats} repeat(s) of {self.folds} folds fit "
                 f"({self.repeats * self.folds} folds, about {_minutes(self.repeats * self.folds * fold)}) with the "

@@ -18,7 +18,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from kit import atomic, distributed, runs
+from kit import atomic, blend, distributed, runs
 from kit.budget import Budget, Deadline
 from kit.config import Config, parse_duration
 from kit.distributed import SINGLE, Dist
@@ -107,6 +107,8 @@ def train_folds(task, config: Config, train: Samples, splits: list, run_dir: Pat
             else:
                 row = train_fold(task, config, train, splits[fold], fold, run_dir,
                                  dist if parallel == "data" else SINGLE, writer, budget)
+                if budget and fold == 0 and row.get("time_limited") and config.blend != "mean":
+                    row = row | {"weights": first_fold_weights(config, train, splits[0], run_dir)}
             if budget and budget.after_fold(fold, row):  # the plan changed
                 config, splits = apply_plan(config, train, run_dir, budget, fold + 1)
                 bar.total = len(splits)
@@ -120,6 +122,16 @@ def train_folds(task, config: Config, train: Samples, splits: list, run_dir: Pat
         if done:
             done.close()
     return config, splits
+
+
+def first_fold_weights(config: Config, train: Samples, split: tuple[np.ndarray, np.ndarray],
+                       run_dir: Path) -> dict[str, float]:
+    """The blend weights (kit/blend.py fit_weights) fitted on the first fold's OOF predictions: a budget leaves out
+    a learner stopped at its share that these give no weight, so that its share goes to the others."""
+    target = get_target(config)
+    preds = runs.fold_result(run_dir, 0)[1]
+    weights = blend.fit_weights(preds, target.forward(train.subset(split[1]).y), target.predicts_values)
+    return dict(zip(config.learners, weights.tolist(), strict=True))
 
 
 def open_budget(config: Config, task, run_dir: Path, folds: int, started: float, dist: Dist) -> Budget:

@@ -78,6 +78,18 @@ def test_time_left_over_widens_the_later_folds_when_a_learner_was_stopped_at_its
     assert unhurried.allowance == 5.0 and "instead of" not in unhurried.note  # nothing stopped: nothing to widen
 
 
+def test_a_learner_stopped_at_its_share_that_the_blend_gives_no_weight_is_left_out():
+    budget = _budget(60)
+    budget.allowance = 9.0
+    row = _fold(10, fast=1, idle=4, useful=4) | {"time_limited": ["idle", "useful"],
+                                                 "weights": {"fast": 0.0, "idle": 0.0, "useful": 1.0}}
+    assert budget.after_fold(0, row) and budget.dropped == budget.idle == ["idle"]  # fast: weight 0, not stopped
+    assert "idle left out (stopped at its share, and weight 0" in budget.note
+    kept = _budget(60)
+    kept.allowance = 9.0
+    assert not kept.after_fold(0, row | {"weights": {"fast": 0.2, "idle": 0.3, "useful": 0.5}}) and not kept.dropped
+
+
 def _rounds(name: str, model) -> int:
     if name == "catboost":
         return model.tree_count_
@@ -166,6 +178,9 @@ def test_a_learner_that_would_overrun_its_share_is_stopped_there(titanic, tmp_pa
     metrics = json.loads((runs / "titanic" / "latest" / "metrics.json").read_text())
     plan = metrics["budget"]
     assert 0 < plan["allowance"] < 60 / 3 and plan["time_limited"] == {"net": 3 * plan["repeats"]}
+    # The first fold's blend weights, which would leave net out at weight 0, were fitted on its OOF predictions.
+    assert set(plan["first_weights"]) == {"net", "linear"} and sum(plan["first_weights"].values()) == pytest.approx(1)
+    assert plan["first_weights"]["net"] > 0 and plan["idle"] == []
     assert "another epoch would end past its share of the budget" in trained.stderr
     assert trained.stderr.index("linear fitted") < trained.stderr.index("fold 0 epoch 1/")  # it cannot stop: first
     assert "net stopped at the end of its share of the budget" in trained.stderr

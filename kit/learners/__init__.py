@@ -2,7 +2,8 @@
 train on the same split and fitted preprocessing (kit/cv.py), then are blended on their out-of-fold predictions.
 
 Adding a learner: a module here with a `Learner` subclass decorated `@register` (its settings dataclass beside it),
-and its import in the last line of this file.
+and its import in the last line of this file. Under `TIME=` its fit is given `job.deadline` (kit/budget.py): a
+learner that trains in rounds stops there; one that cannot sets `stops = False` and fits before the others.
 """
 
 from __future__ import annotations

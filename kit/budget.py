@@ -70,6 +70,7 @@ class Budget:
     dropped: list[str] = field(default_factory=list)  # learners left out: with them the first repeat did not fit
     allowance: float = 0.0  # seconds each fold's learners may fit for (set before the first fold; 0: no limit)
     time_limited: dict[str, int] = field(default_factory=dict)  # per learner, the folds that ended it at its share
+    recorded: int = 0  # folds whose rows are in fold_seconds and time_limited (a resumed run's kept folds are)
     first_weights: dict[str, float] = field(default_factory=dict)  # the blend's, fitted on the first fold's OOF
     idle: list[str] = field(default_factory=list)  # left out: stopped at its share, and weight 0 in first_weights
     note: str = ""  # why the plan is what it is
@@ -97,7 +98,11 @@ class Budget:
 
     def after_fold(self, fold: int, row: dict) -> bool:
         """Whether the plan changed, after fold `fold` finished (`row`: its summary): it is made after the first
-        fold, and checked against the clock before each later repeat starts."""
+        fold, and checked against the clock before each later repeat starts. A fold recorded before (a resumed
+        run's) changes nothing."""
+        if fold < self.recorded:
+            return False
+        self.recorded = fold + 1
         for name in row.get("time_limited", []):
             self.time_limited[name] = self.time_limited.get(name, 0) + 1
         if fold == 0 and not self.resumed:

@@ -113,6 +113,17 @@ def test_learners_that_fit_in_rounds_stop_at_their_deadline(name, early_stopping
     assert np.array_equal(free.predict_proba(x), unhurried.predict_proba(x)) and not far.hit  # nothing changes
 
 
+def test_a_resumed_run_records_its_kept_folds_once():
+    budget = _budget(60)
+    budget.allowance = 9.0
+    budget.after_fold(0, _fold(10) | {"time_limited": ["a"]})
+    budget.after_fold(1, _fold(10) | {"time_limited": ["a"]})
+    resumed = Budget.from_state_dict(budget.state_dict() | {"resumed": True})
+    for fold in (0, 1, 2):  # folds 0 and 1 kept from before the interruption, fold 2 trained now
+        resumed.after_fold(fold, _fold(10) | {"time_limited": ["a"]})
+    assert resumed.time_limited == {"a": 3} and len(resumed.fold_seconds) == 3
+
+
 def test_a_slow_repeat_shortens_the_plan():
     budget = _budget(100)
     assert budget.after_fold(0, _fold(10)) and budget.repeats == 2

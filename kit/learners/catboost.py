@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from kit.budget import Deadline
 from kit.errors import KitError
 from kit.learners import register
 from kit.learners.compiled import SMALL, Compiled, early_stopping, sample_rows
@@ -133,7 +134,7 @@ def catboost_json(model) -> dict:
 class StopAt:
     """CatBoost's callback: go on to the next round while `deadline` (kit/budget.py) has not passed."""
 
-    deadline: object
+    deadline: Deadline
 
     def after_iteration(self, info) -> bool:
         return not self.deadline.passed()
